@@ -1,0 +1,5 @@
+import sys
+
+from mobilesd.cli import main
+
+sys.exit(main())

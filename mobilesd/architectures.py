@@ -1,0 +1,135 @@
+"""Stable Diffusion architectures built from configs with random weights.
+
+Real SD weights cannot be downloaded here, so scale tests use the real SD1.5 / SD2.1 architecture with
+random weights, and unit tests use a tiny SD with the same classes and block types.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+SCHEDULER_CONFIG_SD = {
+    # SD 1.x / 2.x training schedule (scheduler_config.json of the released checkpoints).
+    "_class_name": "PNDMScheduler",
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "clip_sample": False,
+    "prediction_type": "epsilon",
+}
+
+_CROSS_DOWN = ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",)
+_CROSS_UP = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3
+
+ARCHITECTURES = {
+    "sd15": dict(
+        text=dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                  num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
+                  projection_dim=768),
+        unet=dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+                  block_out_channels=(320, 640, 1280, 1280), down_block_types=_CROSS_DOWN,
+                  up_block_types=_CROSS_UP, cross_attention_dim=768, attention_head_dim=8),
+        vae=dict(in_channels=3, out_channels=3, latent_channels=4, sample_size=512, layers_per_block=2,
+                 block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                 up_block_types=("UpDecoderBlock2D",) * 4, scaling_factor=0.18215),
+        prediction_type="epsilon",
+    ),
+    "sd21": dict(
+        text=dict(vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
+                  num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu",
+                  projection_dim=512),
+        unet=dict(sample_size=96, in_channels=4, out_channels=4, layers_per_block=2,
+                  block_out_channels=(320, 640, 1280, 1280), down_block_types=_CROSS_DOWN,
+                  up_block_types=_CROSS_UP, cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20),
+                  use_linear_projection=True),
+        vae=dict(in_channels=3, out_channels=3, latent_channels=4, sample_size=768, layers_per_block=2,
+                 block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                 up_block_types=("UpDecoderBlock2D",) * 4, scaling_factor=0.18215),
+        prediction_type="v_prediction",
+    ),
+    # Same classes and block types as SD, a few hundred KB of weights: for unit tests.
+    "tiny": dict(
+        text=dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, max_position_embeddings=77, hidden_act="quick_gelu",
+                  projection_dim=32),
+        unet=dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+                  block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                  up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
+                  attention_head_dim=4, norm_num_groups=8),
+        vae=dict(in_channels=3, out_channels=3, latent_channels=4, sample_size=16, layers_per_block=1,
+                 block_out_channels=(16, 32), down_block_types=("DownEncoderBlock2D",) * 2,
+                 up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=8, scaling_factor=0.18215),
+        prediction_type="epsilon",
+    ),
+}
+
+
+def build_random_pipeline(arch: str = "tiny", seed: int = 0, prediction_type: str | None = None,
+                          with_text_encoder: bool = True):
+    """A StableDiffusionPipeline of architecture ``arch`` with random weights (fp32, CPU)."""
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from mobilesd.tokenizer import load_clip_tokenizer
+
+    spec = ARCHITECTURES[arch]
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**spec["text"])) if with_text_encoder else None
+    unet = UNet2DConditionModel(**spec["unet"])
+    vae = AutoencoderKL(**spec["vae"])
+    sched = dict(SCHEDULER_CONFIG_SD, prediction_type=prediction_type or spec["prediction_type"])
+    scheduler = PNDMScheduler.from_config(sched)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=load_clip_tokenizer(),
+                                   unet=unet, scheduler=scheduler, safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    return pipe
+
+
+def save_random_pipeline(path: str | Path, arch: str = "tiny", seed: int = 0, **kw) -> Path:
+    """Build and save a random-weight pipeline in diffusers layout (safetensors)."""
+    pipe = build_random_pipeline(arch, seed, **kw)
+    pipe.save_pretrained(str(path), safe_serialization=True)
+    return Path(path)
+
+
+def write_config_folder(path: str | Path, arch: str, prediction_type: str | None = None) -> Path:
+    """A diffusers-layout folder with every config (and the tokenizer) but no weights.
+
+    diffusers' single-file loader needs such a folder to know the architecture; online it fetches one
+    from the hub, offline we write it from ARCHITECTURES. Built on the meta device: costs no memory.
+    """
+    import json
+
+    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig
+
+    from mobilesd.tokenizer import write_clip_tokenizer_files
+
+    spec = ARCHITECTURES[arch]
+    out = Path(path)
+    with torch.device("meta"):
+        UNet2DConditionModel(**spec["unet"]).save_config(out / "unet")
+        AutoencoderKL(**spec["vae"]).save_config(out / "vae")
+    CLIPTextConfig(**spec["text"], architectures=["CLIPTextModel"]).save_pretrained(out / "text_encoder")
+    sched = dict(SCHEDULER_CONFIG_SD, prediction_type=prediction_type or spec["prediction_type"])
+    PNDMScheduler.from_config(sched).save_config(out / "scheduler")
+    write_clip_tokenizer_files(out / "tokenizer")
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+        "safety_checker": [None, None],
+        "scheduler": ["diffusers", "PNDMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    (out / "model_index.json").write_text(json.dumps(index, indent=2))
+    return out

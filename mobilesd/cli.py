@@ -1,0 +1,87 @@
+"""The `mobilesd` command line.
+
+Each sub-command lives in its own module under ``mobilesd/commands/`` and exposes
+``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``. Modules are
+imported lazily so `mobilesd --help` stays fast and one broken optional dependency
+does not take down every command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from mobilesd.errors import MobileSDError
+
+# sub-command name -> module under mobilesd.commands (order = order in --help)
+COMMANDS = {
+    "export": "export",
+    "generate": "generate",
+    "quantize": "quantize",
+    "eval": "evaluate",
+    "train-tiny": "train_tiny",
+    "bench": "bench",
+    "estimate": "estimate",
+    "report": "report",
+}
+
+HELP = {
+    "export": "convert a Stable Diffusion model into a verified bundle (android | ios | onnx)",
+    "generate": "run a bundle on this machine (the reference the apps must match)",
+    "quantize": "quantize a model (PTQ / TDQ / EfficientDM) into a quantized-model folder",
+    "eval": "quality metrics (prompt accuracy, FID-style distance, fidelity) of a model or bundle",
+    "train-tiny": "train the small digits text-to-image model shipped in assets/",
+    "bench": "measure per-stage latency of a bundle on this machine",
+    "estimate": "estimate per-stage latency of a bundle on a phone (roofline model)",
+    "report": "render latency reports (JSON) into HTML and Markdown",
+}
+
+
+def _load(name: str):
+    return importlib.import_module(f"mobilesd.commands.{COMMANDS[name]}")
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mobilesd", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"mobilesd {__import__('mobilesd').__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        if only is not None and name != only:
+            sub.add_parser(name, help=HELP[name], add_help=False)
+            continue
+        try:
+            module = _load(name)
+        except ModuleNotFoundError as exc:  # a command not built yet, or an optional dependency missing
+            if exc.name and exc.name.startswith("mobilesd.commands"):
+                continue
+            raise
+        p = sub.add_parser(name, help=HELP[name], description=HELP[name])
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Only import the module of the command being run.
+    only = argv[0] if argv and argv[0] in COMMANDS else None
+    parser = build_parser(only)
+    args = parser.parse_args(argv)
+    if not getattr(args, "_module", None):
+        parser.print_help()
+        return 2 if args.command else 0
+    try:
+        return int(args._module.run(args) or 0)
+    except MobileSDError as exc:
+        print(f"mobilesd {args.command}: error: {exc.problem}", file=sys.stderr)
+        if exc.fix:
+            print(f"  fix: {exc.fix}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""`mobilesd estimate`: roofline latency estimate of a bundle (or a full-size architecture) on a phone."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mobilesd.errors import MobileSDError
+
+NAME = "estimate"
+HELP = "estimate per-stage latency of a bundle on a phone (roofline model)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--bundle", type=Path, help="bundle folder: op costs come from its .tflite graphs")
+    src.add_argument("--model", default=None, help="architecture to cost analytically instead (sd15, sd21; default sd15)")
+    p.add_argument("--device", action="append", default=None,
+                   help="device key or alias from devices.json (repeatable; default galaxy-s23-gpu)")
+    p.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
+    p.add_argument("--cfg", choices=["batch", "sequential", "none"], default="batch",
+                   help="classifier-free guidance: batch (UNet on batch 2), sequential (2 calls), none")
+    p.add_argument("--guidance", type=float, default=7.5)
+    p.add_argument("--resolution", type=int, default=512, help="image side for --model (default 512)")
+    p.add_argument("--weight-bits", type=int, default=16, choices=[4, 6, 8, 16],
+                   help="weight storage precision for --model (default 16)")
+    p.add_argument("--efficiency", type=float, default=None,
+                   help="override the calibrated efficiency (0 < E <= 1)")
+    p.add_argument("--fusion", choices=["none", "elementwise", "attention"], default="attention",
+                   help="which ops are assumed fused (default attention: the best fit to published figures)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="write the estimate report(s) here (JSON; {device} in the name is replaced per device)")
+    p.add_argument("--top", type=int, default=0, help="also print the N most expensive op kinds per stage")
+    p.add_argument("--list-devices", action="store_true", help="print the device table with sources and exit")
+    p.add_argument("--calibration", action="store_true", help="print the calibration against published figures")
+
+
+def _out_path(out: Path, device: str, many: bool) -> Path:
+    if "{device}" in str(out):
+        return Path(str(out).replace("{device}", device))
+    return out.with_name(f"{out.stem}-{device}{out.suffix}") if many else out
+
+
+def print_devices(console) -> None:
+    from rich.table import Table
+
+    from mobilesd.latency.roofline import load_devices
+
+    t = Table(title="device table (mobilesd/latency/devices.json)", show_lines=True)
+    for col in ("key", "accelerator", "FP16 peak", "bandwidth", "sources"):
+        t.add_column(col, overflow="fold")
+    for key, d in load_devices().items():
+        t.add_row(key + (" (calibration only)" if d.get("calibration_only") else ""),
+                  f"{d['accelerator']}: {d['accelerator_name']}", f"{d['peak_fp16_flops'] / 1e12:.2f} TFLOP/s",
+                  f"{d['bandwidth_bytes_s'] / 1e9:.1f} GB/s",
+                  f"peak ({d['peak_confidence']}): {d['peak_source']}\nbandwidth ({d['bandwidth_confidence']}): "
+                  f"{d['bandwidth_source']}")
+    console.print(t)
+
+
+def print_calibration(console, fusion: str) -> None:
+    from rich.table import Table
+
+    from mobilesd.latency.roofline import calibrate
+
+    cal = calibrate(fusion)
+    t = Table(title=f"calibration against published figures (fusion: {fusion})")
+    for col in ("figure", "device", "stage", "published s", "estimate s", "error", "leave-one-out error", "used"):
+        t.add_column(col)
+    for f in cal["figures"]:
+        if "estimated_s" in f:
+            t.add_row(f["id"], f["device"], f["stage"], f"{f['seconds']:.3f}", f"{f['estimated_s']:.3f}",
+                      f"{f['error']:+.0%}", f"{f['loo_error']:+.0%}" if "loo_error" in f else "-",
+                      "yes" if f["used"] else "no")
+        else:
+            t.add_row(f["id"], str(f.get("device") or "-"), f["stage"], f"{f['seconds']}", "-", "-", "-", "no")
+    console.print(t)
+    for f in cal["figures"]:
+        if not f.get("used"):
+            console.print(f"  not used: {f['id']}: {f.get('why_not_used', '')}", highlight=False)
+    for acc, c in cal["classes"].items():
+        loo = c["mean_abs_loo_error"]
+        console.print(f"  class [bold]{acc}[/]: efficiency {c['efficiency']:.3f} from {len(c['figures'])} figures; "
+                      f"mean |error| {c['mean_abs_error']:.0%} in-sample"
+                      + (f", {loo:.0%} leave-one-out" if loo is not None else ""))
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from mobilesd.latency import roofline
+    from mobilesd.latency.schema import TARGET_SECONDS, write_report
+
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    if args.list_devices:
+        print_devices(console)
+        return 0
+    if args.steps < 1:
+        raise MobileSDError(f"--steps {args.steps} is not a positive number of steps", "use e.g. --steps 20")
+    if args.efficiency is not None and not 0 < args.efficiency <= 1:
+        raise MobileSDError(f"--efficiency {args.efficiency} is out of range", "use 0 < E <= 1, e.g. 0.5")
+    devices = [roofline.find_device(d) for d in (args.device or ["galaxy-s23-gpu"])]
+
+    with console.status("costing the graphs (per-op FLOPs and bytes)..."):
+        if args.bundle is not None:
+            plan, bundle_info = roofline.bundle_plan(args.bundle, args.cfg)
+            source = "tflite:" + ",".join(sorted({p.graph.source.split(":", 1)[1] for p in plan}))
+            width = height = None
+            for p in plan:  # image size from the decoder's output, else the UNet latent
+                if p.stage == "vae_decoder" and p.graph.ops:
+                    shp = max((o.out_shape for o in p.graph.ops if len(o.out_shape) == 4), key=lambda s: s[1] * s[2] if s else 0)
+                    height, width = (shp[1], shp[2]) if shp[-1] in (3, 4) else (shp[2], shp[3])
+            width, height = width or args.resolution, height or args.resolution
+            extra = []
+        else:
+            arch = args.model or "sd15"
+            width = height = args.resolution
+            plan = roofline.analytic_plan(arch, width, height, args.cfg, weight_bytes=args.weight_bits / 8)
+            bundle_info = {"id": f"analytic:{arch}", "manifest_sha256": None, "model": arch}
+            source = f"analytic:{arch}"
+            extra = [f"op costs computed analytically from the {arch} architecture (diffusers/transformers modules "
+                     f"on the meta device, random weights irrelevant), weights stored at {args.weight_bits} bits"]
+        if args.efficiency is None:
+            cal = roofline.calibrate(args.fusion)
+
+    if args.calibration:
+        print_calibration(console, args.fusion)
+
+    for key, dev in devices:
+        report = roofline.estimate_report(plan, key, args.steps, args.cfg, width, height, bundle_info, source,
+                                          args.efficiency, args.guidance, extra, args.fusion)
+        st = report["stages"]
+        costs = report["estimate"]["stage_costs"]
+        t = Table(title=f"estimate: {dev['name']} ({dev['accelerator_name']}), {width}x{height}, "
+                        f"{args.steps} steps, CFG {args.cfg}")
+        for col in ("stage", "GFLOP / run", "GB moved / run", "memory-bound", "seconds", "x per run"):
+            t.add_column(col, justify="right" if col != "stage" else "left")
+        for p in plan:
+            c = costs[p.stage]
+            t.add_row(p.stage, f"{c['flops'] / 1e9:,.1f}", f"{c['bytes'] / 1e9:.2f}",
+                      f"{c['memory_bound_fraction']:.0%}", f"{st[p.stage]['median_s']:.4g}",
+                      str(args.steps) if p.per_step else "1")
+        if any(p.stage.startswith("unet_chunk_") for p in plan):
+            t.add_row("unet_step", "", "", "", f"{st['unet_step']['median_s']:.4g}", str(args.steps))
+        e2e = st["end_to_end"]["median_s"]
+        t.add_row("[bold]end_to_end[/]", "", "", "", f"[bold]{e2e:.4g}[/]", "1")
+        console.print(t)
+        verdict = ("[green]meets[/]" if e2e <= TARGET_SECONDS else "[red]misses[/]")
+        console.print(f"  {TARGET_SECONDS:g} s target: {verdict} ({e2e:.2f} s estimated, "
+                      f"{e2e - TARGET_SECONDS:+.2f} s)")
+        console.print("  assumptions:")
+        for a in report["estimate"]["assumptions"]:
+            console.print(f"   - {a}", highlight=False)
+        if args.efficiency is None:
+            acc = dev["accelerator"]
+            console.print(f"  calibration error of the '{acc}' efficiency against the published figures:")
+            for f in cal["figures"]:
+                if f.get("accelerator") == acc and f.get("used") and "error" in f:
+                    loo = f" (leave-one-out {f['loo_error']:+.0%})" if "loo_error" in f else ""
+                    console.print(f"   - {f['id']}: published {f['seconds']:.3f} s, model {f['estimated_s']:.3f} s, "
+                                  f"error {f['error']:+.0%}{loo}", highlight=False)
+        if args.top:
+            for p in plan:
+                console.print(f"  top op kinds in {p.stage}:")
+                for kind, d in list(p.graph.by_kind().items())[: args.top]:
+                    console.print(f"    {kind:28s} x{d['count']:<4d} {d['flops'] / 1e9:10.1f} GFLOP "
+                                  f"{d['bytes'] / 1e9:8.3f} GB", highlight=False)
+        if args.out:
+            path = write_report(_out_path(args.out, key, len(devices) > 1), report)
+            console.print(f"  wrote {path}")
+    return 0

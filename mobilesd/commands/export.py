@@ -1,0 +1,62 @@
+"""mobilesd export --target android|ios|onnx"""
+
+from __future__ import annotations
+
+import json
+
+from mobilesd.export import DEFAULT_PRECISION, TARGETS, ExportOptions
+
+
+def add_arguments(p):
+    p.add_argument("--model", default=None,
+                   help="diffusers folder, single-file .safetensors, or hub id (default: assets/tiny-digits-sd)")
+    p.add_argument("--target", choices=TARGETS, default="android")
+    p.add_argument("--out", default=None, help="bundle folder to write (default: bundles/<target>)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8", "int4"), default=None,
+                   help="weight precision (default: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_PRECISION.items()) + ")")
+    p.add_argument("--unet-chunks", type=int, default=None, help="split the UNet into N graphs at block boundaries")
+    p.add_argument("--unet-max-mb", type=float, default=None, help="largest UNet graph allowed (MiB); picks the chunk count")
+    p.add_argument("--unet-batch", type=int, choices=(1, 2), default=2,
+                   help="2: CFG's two halves in one UNet call (default); 1: two calls per step")
+    p.add_argument("--height", type=int, default=None, help="image height (default: the model's)")
+    p.add_argument("--width", type=int, default=None, help="image width (default: the model's)")
+    p.add_argument("--allow-cpu-fallback", action="store_true",
+                   help="accept graphs the GPU delegate cannot fully run (android)")
+    p.add_argument("--skip-gpu-check", action="store_true", help="do not compile graphs for the GPU delegate (android)")
+    p.add_argument("--verify-steps", type=int, default=4, help="denoising steps of the end-to-end check")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="allow loading pickle checkpoints (.ckpt/.bin): only for files you trust")
+    p.add_argument("--prediction-type", choices=("epsilon", "v_prediction"), default=None,
+                   help="override the scheduler's prediction type (SD 2.x 768 single files: v_prediction)")
+    p.add_argument("--config", default=None, help="diffusers config folder for a single-file checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def run(args) -> int:
+    from mobilesd.export import export
+    from mobilesd.loading import load_pipeline
+
+    opts = ExportOptions(target=args.target, precision=args.precision, unet_chunks=args.unet_chunks,
+                         unet_max_mb=args.unet_max_mb, unet_batch=args.unet_batch, height=args.height,
+                         width=args.width, allow_cpu_fallback=args.allow_cpu_fallback,
+                         skip_gpu_check=args.skip_gpu_check, verify_steps=args.verify_steps,
+                         overwrite=args.overwrite, progress=not args.quiet)
+    out = args.out or f"bundles/{args.target}"
+    pipe = None
+    if args.config or args.model is not None:
+        pipe = load_pipeline(args.model, allow_pickle=args.allow_pickle, prediction_type=args.prediction_type,
+                             config=args.config) if args.model is not None else None
+    bundle = export(args.model, out, opts, pipe=pipe, allow_pickle=args.allow_pickle,
+                    prediction_type=args.prediction_type)
+    m = bundle.manifest
+    print(f"\nbundle: {bundle.root}  id {m['bundle_id']}  ({m['target']}, {m['precision']})")
+    print(f"{'graph':<16}{'MiB':>9}{'rel.L2':>11}{'GPU':>8}")
+    for g in m["graphs"]:
+        gpu = g.get("gpu", {})
+        gpu_s = "-" if not gpu or gpu.get("skipped") else ("full" if gpu.get("fully_accelerated") else "PART")
+        print(f"{g['name']:<16}{g['size_bytes'] / 2**20:>9.2f}{g['verification']['rel_l2']:>11.2e}{gpu_s:>8}")
+    e2e = m["verification"]["end_to_end"]
+    print(f"end-to-end image vs PyTorch: mean abs {e2e['mean_abs']:.2e}, PSNR {e2e['psnr_db']:.1f} dB "
+          f"({e2e['settings']['steps']} {e2e['settings']['scheduler']} steps)")
+    return 0

@@ -1,0 +1,269 @@
+"""The host pipeline: tokenizer -> text encoder -> denoising loop with CFG -> VAE decoder -> image.
+
+This is the reference implementation of what the phone apps do with a bundle. Its stages run on one
+of the host runtimes (torch, tflite, onnx); the loop follows diffusers' StableDiffusionPipeline step for
+step, so on the torch runtime its image equals diffusers' own for the same seed and scheduler.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from mobilesd.errors import MobileSDError
+
+SCHEDULERS = {
+    "dpm": "DPMSolverMultistepScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "ddim": "DDIMScheduler",
+    "pndm": "PNDMScheduler",
+}
+RUNTIMES = ("torch", "tflite", "onnx")
+
+OnStage = Callable[[str, float], None]
+
+
+def make_scheduler(name: str, config: dict):
+    import diffusers
+
+    if name not in SCHEDULERS:
+        raise MobileSDError(f"unknown scheduler {name!r}", f"use one of {sorted(SCHEDULERS)}")
+    return getattr(diffusers, SCHEDULERS[name]).from_config(config)
+
+
+class Stages:
+    """The three stages on some runtime. Arrays in and out are numpy float32 (ids int32)."""
+
+    unet_batch: int = 2
+    runtime: str = ""
+
+    def encode(self, input_ids: np.ndarray) -> np.ndarray: ...
+
+    def unet(self, sample: np.ndarray, timestep: np.ndarray, context: np.ndarray,
+             on_stage: OnStage | None = None) -> np.ndarray: ...
+
+    def decode(self, latent: np.ndarray) -> np.ndarray: ...
+
+
+def _timed(on_stage, name, fn, *args):
+    if on_stage is None:
+        return fn(*args)
+    t0 = time.perf_counter()
+    out = fn(*args)
+    on_stage(name, time.perf_counter() - t0)
+    return out
+
+
+class TorchStages(Stages):
+    """The PyTorch components (the same modules the converters see)."""
+
+    runtime = "torch"
+
+    def __init__(self, pipe, chunks: list[tuple[int, int]] | None = None, unet_batch: int = 2):
+        from mobilesd.components import TextEncoder, UNetChunk, VAEDecoder, unet_stages
+
+        self.text_encoder = TextEncoder(pipe.text_encoder).eval()
+        chunks = chunks or [(0, len(unet_stages(pipe.unet)))]
+        self.chunks = [UNetChunk(pipe.unet, a, b).eval() for a, b in chunks]
+        self.decoder = VAEDecoder(pipe.vae).eval()
+        self.unet_batch = unet_batch
+
+    @torch.no_grad()
+    def encode(self, input_ids):
+        return self.text_encoder(torch.from_numpy(np.asarray(input_ids, np.int32))).numpy()
+
+    @torch.no_grad()
+    def unet(self, sample, timestep, context, on_stage=None):
+        ctx = torch.from_numpy(context)
+        values = [torch.from_numpy(sample), torch.from_numpy(np.asarray(timestep, np.float32).reshape(1)), ctx]
+        for i, chunk in enumerate(self.chunks):
+            out = _timed(on_stage, f"unet_chunk_{i}", chunk, *values)
+            values = ([out] if chunk.last else list(out)) + ([] if chunk.last else [ctx])
+        return values[0].numpy()
+
+    @torch.no_grad()
+    def decode(self, latent):
+        return self.decoder(torch.from_numpy(latent)).numpy()
+
+
+class GraphStages(Stages):
+    """Exported graphs of a bundle on a host runtime (ai-edge-litert or onnxruntime)."""
+
+    def __init__(self, bundle, threads: int | None = None):
+        from mobilesd.runtime.graphs import open_graph
+
+        def session(g):
+            return open_graph(bundle.path(g["file"]), [i["name"] for i in g["inputs"]],
+                              [o["name"] for o in g["outputs"]], threads)
+
+        self.runtime = {"tflite": "tflite", "onnx": "onnx"}[bundle.graphs("unet")[0]["format"]]
+        self.text_encoder = session(bundle.graphs("text_encoder")[0])
+        self.chunk_specs = bundle.unet_graphs()
+        self.chunks = [session(g) for g in self.chunk_specs]
+        self.decoder = session(bundle.graphs("vae_decoder")[0])
+        self.unet_batch = bundle.manifest["cfg"]["unet_batch"]
+
+    def encode(self, input_ids):
+        return self.text_encoder.run({"input_ids": np.asarray(input_ids, np.int32)})[0]
+
+    def unet(self, sample, timestep, context, on_stage=None):
+        values = {"sample": sample, "timestep": np.asarray(timestep, np.float32).reshape(1),
+                  "encoder_hidden_states": context}
+        out = None
+        for i, (spec, sess) in enumerate(zip(self.chunk_specs, self.chunks)):
+            out = _timed(on_stage, f"unet_chunk_{i}", sess.run, values)
+            values = dict(zip([o["name"] for o in spec["outputs"]], out))
+            values["encoder_hidden_states"] = context
+        return out[0]
+
+    def decode(self, latent):
+        return self.decoder.run({"latent": latent})[0]
+
+
+class HostPipeline:
+    def __init__(self, stages: Stages, tokenizer, scheduler_config: dict, latent_shape: tuple[int, int, int],
+                 default_scheduler: str = "dpm"):
+        self.stages = stages
+        self.tokenizer = tokenizer
+        self.scheduler_config = dict(scheduler_config)
+        self.latent_shape = tuple(latent_shape)
+        self.default_scheduler = default_scheduler
+        self.load_seconds = 0.0
+
+    # -- construction ---------------------------------------------------------------------------------
+    @classmethod
+    def from_diffusers(cls, pipe, chunks=None, unet_batch: int = 2) -> "HostPipeline":
+        from mobilesd.components import latent_shape
+
+        return cls(TorchStages(pipe, chunks, unet_batch), pipe.tokenizer, dict(pipe.scheduler.config),
+                   latent_shape(pipe))
+
+    @classmethod
+    def from_bundle(cls, bundle_dir, runtime: str = "tflite", threads: int | None = None,
+                    model: str | None = None) -> "HostPipeline":
+        """``runtime`` torch runs the PyTorch source model recorded in the manifest (or ``model``)."""
+        from mobilesd.bundle import load_bundle
+        from mobilesd.tokenizer import load_clip_tokenizer
+
+        t0 = time.perf_counter()
+        if runtime not in RUNTIMES:
+            raise MobileSDError(f"unknown runtime {runtime!r}", f"use one of {list(RUNTIMES)}")
+        if threads is not None:
+            torch.set_num_threads(threads)
+        bundle = load_bundle(bundle_dir)
+        m = bundle.manifest
+        fmt = bundle.graphs("unet")[0]["format"]
+        if runtime in ("tflite", "onnx") and fmt != runtime:
+            raise MobileSDError(f"bundle {bundle.root} holds {fmt} graphs; it cannot run on --runtime {runtime}",
+                                f"use --runtime {fmt} or torch, or export with the matching --target")
+        tokenizer = load_clip_tokenizer(bundle.path(m["tokenizer"]["dir"]))
+        sched_cfg = json.loads(bundle.path(m["scheduler"]["config"]).read_text())
+        lat = m["latent"]
+        if runtime == "torch":
+            from mobilesd.loading import load_pipeline
+
+            src = model or m["source"]["model"]
+            pipe = load_pipeline(src, prediction_type=m["source"]["prediction_type"])
+            chunks = [tuple(g["meta"]["stage_range"]) for g in bundle.unet_graphs()]
+            stages: Stages = TorchStages(pipe, chunks, m["cfg"]["unet_batch"])
+        else:
+            stages = GraphStages(bundle, threads)
+        hp = cls(stages, tokenizer, sched_cfg, (lat["channels"], lat["height"], lat["width"]),
+                 m["scheduler"].get("default", "dpm"))
+        hp.bundle = bundle
+        hp.load_seconds = time.perf_counter() - t0
+        return hp
+
+    # -- running --------------------------------------------------------------------------------------
+    def encode_prompt(self, prompt: str, negative_prompt: str = "") -> tuple[np.ndarray, np.ndarray]:
+        from mobilesd.tokenizer import tokenize
+
+        ids = tokenize(self.tokenizer, [negative_prompt, prompt]).astype(np.int32)
+        uncond = self.stages.encode(ids[:1])
+        cond = self.stages.encode(ids[1:])
+        return uncond, cond
+
+    def initial_latent(self, seed: int, scheduler) -> np.ndarray:
+        # torch's CPU generator, as diffusers' prepare_latents uses: same seed -> same noise.
+        g = torch.Generator("cpu").manual_seed(int(seed))
+        noise = torch.randn((1, *self.latent_shape), generator=g, dtype=torch.float32)
+        return (noise * scheduler.init_noise_sigma).numpy()
+
+    def generate(self, prompt: str, negative_prompt: str = "", steps: int = 20, guidance: float = 7.5,
+                 seed: int = 0, scheduler: str | None = None, on_stage: OnStage | None = None,
+                 latents: np.ndarray | None = None, progress: bool = False,
+                 output: str = "uint8") -> np.ndarray:
+        """One image, (H, W, 3) uint8 (or float32 in [0, 1] with ``output="float"``)."""
+        if steps < 1:
+            raise MobileSDError(f"--steps must be at least 1 (got {steps})", "pass --steps 20, for example")
+        sched = make_scheduler(scheduler or self.default_scheduler, self.scheduler_config)
+        sched.set_timesteps(steps)
+        t_start = time.perf_counter()
+        uncond, cond = _timed(on_stage, "text_encoder", self.encode_prompt, prompt, negative_prompt)
+        cfg = guidance > 1.0
+        x = latents.astype(np.float32) if latents is not None else self.initial_latent(seed, sched)
+        timesteps = sched.timesteps
+        iterator = timesteps
+        if progress:
+            from tqdm.auto import tqdm
+
+            iterator = tqdm(timesteps, desc=f"denoising ({self.stages.runtime})", unit="step")
+        for t in iterator:
+            t0 = time.perf_counter()
+            x_t = torch.from_numpy(x)
+            t_val = np.asarray([float(t)], np.float32)
+            if cfg:
+                model_in = sched.scale_model_input(torch.cat([x_t, x_t]), t).numpy()
+                if self.stages.unet_batch == 2:
+                    pred = self.stages.unet(model_in, t_val, np.concatenate([uncond, cond]), on_stage)
+                    pred_u, pred_c = pred[:1], pred[1:]
+                else:
+                    pred_u = self.stages.unet(model_in[:1], t_val, uncond, on_stage)
+                    pred_c = self.stages.unet(model_in[1:], t_val, cond, on_stage)
+                pred = pred_u + guidance * (pred_c - pred_u)
+            else:
+                model_in = sched.scale_model_input(x_t, t).numpy()
+                if self.stages.unet_batch == 2:  # a batch-2 graph: run the conditional half twice
+                    pred = self.stages.unet(np.concatenate([model_in, model_in]), t_val,
+                                            np.concatenate([cond, cond]), on_stage)[:1]
+                else:
+                    pred = self.stages.unet(model_in, t_val, cond, on_stage)
+            x = sched.step(torch.from_numpy(np.ascontiguousarray(pred)), t, x_t).prev_sample.numpy()
+            if on_stage:
+                on_stage("unet_step", time.perf_counter() - t0)
+        image = _timed(on_stage, "vae_decoder", self.stages.decode, x.astype(np.float32))[0]
+        if on_stage:
+            on_stage("end_to_end", time.perf_counter() - t_start)
+        if output == "float":
+            return image
+        # what diffusers' image processor does: *255, round, uint8
+        return (image * 255).round().astype(np.uint8)
+
+
+def diffusers_reference(pipe, prompt: str, negative_prompt: str = "", steps: int = 20, guidance: float = 7.5,
+                        seed: int = 0, scheduler: str = "dpm") -> np.ndarray:
+    """diffusers' own StableDiffusionPipeline output (uint8 HxWx3) for the same settings."""
+    original = pipe.scheduler
+    pipe.scheduler = make_scheduler(scheduler, original.config)
+    try:
+        out = pipe(prompt, negative_prompt=negative_prompt or None, num_inference_steps=steps,
+                   guidance_scale=guidance, generator=torch.Generator("cpu").manual_seed(seed), output_type="np")
+    finally:
+        pipe.scheduler = original
+    return (out.images[0] * 255).round().astype(np.uint8)
+
+
+def save_png(image: np.ndarray, path: str | Path) -> Path:
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    Image.fromarray(image).save(tmp, format="PNG")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,77 @@
+"""Run one exported graph on this machine: TFLite (ai-edge-litert CPU interpreter) or ONNX Runtime.
+
+Inputs and outputs are passed by the names the manifest lists, so the host pipeline, verification and
+benchmarks all drive graphs the same way an app does.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from mobilesd.errors import MobileSDError
+
+
+class GraphSession:
+    input_names: list[str]
+    output_names: list[str]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+
+class TFLiteSession(GraphSession):
+    def __init__(self, path: str | Path, input_names: list[str], output_names: list[str],
+                 threads: int | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
+        sig = self.interpreter.get_signature_list()
+        self.signature = next(iter(sig))
+        self.runner = self.interpreter.get_signature_runner(self.signature)
+        graph_inputs = sig[self.signature]["inputs"]
+        missing = [n for n in input_names if n not in graph_inputs]
+        if missing:
+            raise MobileSDError(f"{path}: graph has no inputs {missing} (it has {graph_inputs})",
+                                "the bundle does not match its manifest; re-export it")
+        # litert-torch names outputs output_0, output_1, ... in return order.
+        self._graph_outputs = sorted(sig[self.signature]["outputs"],
+                                     key=lambda s: int(re.sub(r"\D", "", s) or 0))
+        self.input_names, self.output_names = list(input_names), list(output_names)
+
+    def run(self, inputs):
+        out = self.runner(**{k: np.ascontiguousarray(inputs[k]) for k in self.input_names})
+        return [out[k] for k in self._graph_outputs]
+
+
+class OnnxSession(GraphSession):
+    def __init__(self, path: str | Path, input_names: list[str], output_names: list[str],
+                 threads: int | None = None):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        graph_inputs = [i.name for i in self.session.get_inputs()]
+        self.input_names = [n for n in input_names if n in graph_inputs]  # ONNX drops unused inputs
+        self.output_names = list(output_names)
+        self._graph_outputs = [o.name for o in self.session.get_outputs()]
+
+    def run(self, inputs):
+        return self.session.run(self._graph_outputs, {k: np.ascontiguousarray(inputs[k]) for k in self.input_names})
+
+
+def open_graph(path: str | Path, input_names: list[str], output_names: list[str],
+               threads: int | None = None) -> GraphSession:
+    path = Path(path)
+    if path.suffix == ".tflite":
+        return TFLiteSession(path, input_names, output_names, threads)
+    if path.suffix == ".onnx":
+        return OnnxSession(path, input_names, output_names, threads)
+    raise MobileSDError(f"no host runtime for {path.name}",
+                        "host runtimes: .tflite (ai-edge-litert) and .onnx (onnxruntime)")

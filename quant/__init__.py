@@ -1,0 +1,1 @@
+"""Quantization (imported as ``mobilesd.quant``): PTQ, TDQ and EfficientDM. Filled in by the quantization issue."""

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# One-time set-up on a fresh Debian bookworm machine (run as root, or with sudo available):
+#   - Vulkan software driver (lavapipe) from bookworm-backports: the GPU-delegate check compiles every
+#     Android graph on it (bookworm's own Mesa 22.3 is rejected by LiteRT's WebGPU: "No adapters found")
+#   - Chromium: the latency-report test opens the HTML report in a real headless browser
+#   - .venv with torch pinned to the local CPU wheel (2.13.0) and numpy < 2.4 (coremltools 9.0)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+
+if command -v apt-get >/dev/null 2>&1; then
+  if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+      | $SUDO tee /etc/apt/sources.list.d/mobilesd-backports.sources >/dev/null
+  fi
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q -t bookworm-backports \
+    mesa-vulkan-drivers mesa-libgallium libdrm2 libvulkan1
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium
+fi
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+# torch first and pinned: an unpinned torch pulls several GB of CUDA packages.
+.venv/bin/pip install -q torch==2.13.0
+.venv/bin/pip install -q -c constraints.txt -e ".[test]"
+# open_clip only for its bundled CLIP BPE vocabulary; --no-deps keeps torchvision (no CPU build) out.
+.venv/bin/pip install -q -c constraints.txt --no-deps "open_clip_torch==3.3.0"
+.venv/bin/python -c "import mobilesd.converters, mobilesd.quant, mobilesd.tokenizer as t; t.open_clip_bpe_path()"
+echo "set-up done: .venv ready (torch $(.venv/bin/python -c 'import torch; print(torch.__version__)'))"

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The test command (README and CI). Fast tests by default; `bash scripts/test.sh -m slow` for the slow ones.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+args=("$@")
+if [ ${#args[@]} -eq 0 ]; then args=(-m "not slow"); fi
+.venv/bin/python -m pytest "${args[@]}"
+rc=$?
+# pytest exits 5 when no test was collected: that is a failure of the suite, say so.
+if [ $rc -eq 5 ]; then echo "no tests ran (pytest exit 5)" >&2; exit 1; fi
+exit $rc
