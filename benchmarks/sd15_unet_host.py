@@ -39,7 +39,8 @@ VARIANTS = ("torch", "onnx", "tflite-fp32", "tflite-fp16", "tflite-int8")
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--resolution", type=int, default=512, help="image side in pixels (default 512)")
-    p.add_argument("--small", action="store_true", help="tiny UNet (same block types): a smoke test of the script")
+    p.add_argument("--small", action="store_true",
+                   help="tiny UNet (same block types) at its own tiny size, ignoring --resolution: a smoke test")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads for every runtime")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=5)
@@ -71,7 +72,8 @@ def build_component(small: bool, resolution: int):
     torch.manual_seed(0)
     pipe = build_random_pipeline("tiny" if small else "sd15", seed=0, with_text_encoder=False)
     n = len(unet_stages(pipe.unet))
-    comp = unet_components(pipe, [(0, n)], batch=2, height=resolution, width=resolution)[0]
+    size = None if small else resolution  # the tiny model's VAE factor is 2, not 8: keep its native size
+    comp = unet_components(pipe, [(0, n)], batch=2, height=size, width=size)[0]
     params = sum(p.numel() for p in pipe.unet.parameters())
     del pipe
     gc.collect()
@@ -138,8 +140,8 @@ def markdown(results: list[dict], meta: dict) -> str:
     lines = [
         f"# SD1.5 UNet step on the host: torch eager vs ONNX Runtime vs TFLite{' (--small smoke run)' if meta['small'] else ''}",
         "",
-        f"One UNet step = one call on the CFG batch of 2 (`unet_batch=2`), {meta['resolution']}x{meta['resolution']} "
-        f"image ({meta['resolution'] // 8}x{meta['resolution'] // 8} latent), {meta['architecture']} architecture with "
+        f"One UNet step = one call on the CFG batch of 2 (`unet_batch=2`), latent {meta['latent']} "
+        f"({meta['resolution']}x{meta['resolution']} image), {meta['architecture']} architecture with "
         f"random weights ({meta['params'] / 1e6:.0f}M parameters). Median of {meta['repeats']} calls after "
         f"{meta['warmup']} warm-up, {meta['threads']} threads, all runtimes in one process.",
         "",
@@ -156,9 +158,10 @@ def markdown(results: list[dict], meta: dict) -> str:
         lines.append(f"| {r['variant']} | {r['runtime']} | {r['size_bytes'] / 2**20:.1f} | {conv} | {r['median_s']:.4f} | "
                      f"{r['min_s']:.4f} | {r['max_s']:.4f} | {ratio} | {err} |")
     lines += ["", "x torch eager: median time relative to torch eager (below 1 = faster). TFLite runs on the CPU "
-              "interpreter with XNNPACK; fp16 / int8 are weight-only precisions (activations fp32), so on the CPU "
-              "they mainly save memory, not time. Phone GPU latency is a different question: see "
-              "docs/latency-estimate.md.", ""]
+              "interpreter with XNNPACK; fp16 / int8 are the bundle's weight precisions (converters/tflite.py: "
+              "activations stay float, int8 FULLY_CONNECTED runs dynamic-range), so on the CPU they mainly save "
+              "memory. rel. L2 vs torch: output difference from eager on the same inputs. Phone GPU latency is a "
+              "different question: see docs/latency-estimate.md.", ""]
     return "\n".join(lines)
 
 
@@ -168,9 +171,11 @@ def main(argv=None) -> int:
     from mobilesd.latency.schema import now_iso, write_json_atomic, write_text_atomic
 
     t_all = time.perf_counter()
-    print(f"building the {'tiny' if args.small else 'SD1.5'} UNet component ({args.resolution}x{args.resolution}, batch 2)...",
-          flush=True)
+    print(f"building the {'tiny' if args.small else 'SD1.5'} UNet component (batch 2)...", flush=True)
     comp, params = build_component(args.small, args.resolution)
+    latent = list(comp.example_inputs["sample"].shape)
+    if args.small:
+        args.resolution = latent[-1] * 2  # tiny VAE: factor 2
     results = []
     with tempfile.TemporaryDirectory(prefix="sd15_unet_host_", dir=args.workdir) as tmp:
         from tqdm.auto import tqdm
@@ -180,7 +185,8 @@ def main(argv=None) -> int:
             bar.set_postfix_str(v)
             results.append(run_variant(v, comp, Path(tmp), args.threads, args.warmup, args.repeats))
             tqdm.write(f"  {v:12s} median {results[-1]['median_s']:.4f} s")
-    meta = {"small": args.small, "resolution": args.resolution, "architecture": "tiny" if args.small else "sd15",
+    meta = {"small": args.small, "resolution": args.resolution, "latent": "x".join(map(str, latent)),
+            "architecture": "tiny" if args.small else "sd15",
             "params": params, "threads": args.threads, "warmup": args.warmup, "repeats": args.repeats,
             "cpu": _cpu_name(), "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
             "date": now_iso(), "argv": " ".join(sys.argv[1:] if argv is None else argv),

@@ -256,7 +256,8 @@ def _verify_end_to_end(root: Path, manifest: dict, pipe, opts: ExportOptions, pr
 
     bundle = Bundle(root, manifest)
     chunks = [tuple(r) for r in manifest["unet"]["stage_ranges"]]
-    ref_pipe = HostPipeline.from_diffusers(pipe, chunks, opts.unet_batch)
+    img = manifest["image"]
+    ref_pipe = HostPipeline.from_diffusers(pipe, chunks, opts.unet_batch, img["height"], img["width"])
     lat = manifest["latent"]
     graph_pipe = HostPipeline(GraphStages(bundle), pipe.tokenizer, dict(pipe.scheduler.config),
                               (lat["channels"], lat["height"], lat["width"]))

@@ -133,11 +133,15 @@ def _load_folder(path: Path, allow_pickle: bool, kwargs: dict):
     weights = [p for p in path.rglob("*") if p.suffix in PICKLE_SUFFIXES | {".safetensors"}]
     if not weights:
         raise MobileSDError(f"{path} has configs but no weight files", "re-download or re-save the model")
-    has_safetensors = any(p.suffix == ".safetensors" for p in weights)
-    if not has_safetensors:
-        _check_pickle(weights, allow_pickle)
+    # A component is a pickle risk when its folder has pickle weights and no safetensors alternative.
+    by_folder: dict[Path, set[str]] = {}
+    for p in weights:
+        by_folder.setdefault(p.parent, set()).add(p.suffix)
+    pickled = sorted(f for f, suffixes in by_folder.items() if ".safetensors" not in suffixes)
+    if pickled:
+        _check_pickle([next(p for p in weights if p.parent == pickled[0])], allow_pickle)
     try:
-        return StableDiffusionPipeline.from_pretrained(str(path), use_safetensors=has_safetensors, **kwargs)
+        return StableDiffusionPipeline.from_pretrained(str(path), use_safetensors=None if pickled else True, **kwargs)
     except MobileSDError:
         raise
     except Exception as exc:  # corrupt weights, missing component folders, mismatched shapes
@@ -185,12 +189,21 @@ def _load_single_file(path: Path, allow_pickle: bool, config, kwargs: dict):
         if not (config / "model_index.json").exists():
             write_config_folder(config, arch)
     try:
-        return StableDiffusionPipeline.from_single_file(str(path), config=str(config), local_files_only=True,
+        pipe = StableDiffusionPipeline.from_single_file(str(path), config=str(config), local_files_only=True,
                                                         **kwargs)
     except Exception as exc:
         raise MobileSDError(f"could not load the single-file checkpoint {path}: {type(exc).__name__}: {exc}",
                             "check the file is a complete SD 1.x/2.x checkpoint; pass --config DIR "
                             "for a non-standard architecture") from exc
+    # diffusers leaves a weight the checkpoint lacks on the meta device (for the text encoder without an
+    # error): it would fail only at generation time, with "Tensor on device meta".
+    missing = [f"{name}.{key}" for name in ("unet", "vae", "text_encoder") if getattr(pipe, name, None) is not None
+               for key, t in getattr(pipe, name).state_dict().items() if t.is_meta]
+    if missing:
+        raise MobileSDError(f"the single-file checkpoint {path} is incomplete: {len(missing)} weights are missing "
+                            f"(e.g. {missing[0]})", "re-download the checkpoint; pass --config DIR if it is "
+                            "a different architecture")
+    return pipe
 
 
 def _load_hub(model_id: str, kwargs: dict):

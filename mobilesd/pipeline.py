@@ -137,11 +137,12 @@ class HostPipeline:
 
     # -- construction ---------------------------------------------------------------------------------
     @classmethod
-    def from_diffusers(cls, pipe, chunks=None, unet_batch: int = 2) -> "HostPipeline":
+    def from_diffusers(cls, pipe, chunks=None, unet_batch: int = 2, height: int | None = None,
+                       width: int | None = None) -> "HostPipeline":
         from mobilesd.components import latent_shape
 
         return cls(TorchStages(pipe, chunks, unet_batch), pipe.tokenizer, dict(pipe.scheduler.config),
-                   latent_shape(pipe))
+                   latent_shape(pipe, height, width))
 
     @classmethod
     def from_bundle(cls, bundle_dir, runtime: str = "tflite", threads: int | None = None,

@@ -175,8 +175,10 @@ def tflite_graph_cost(path: str | Path, act_bytes: float = 2, weight_bytes: floa
             stored = buffer_size(ten.Buffer()) if ten.Buffer() > 0 else 0
             tensors.append((shape, tname, stored))
 
-        # Constants that only feed DEQUANTIZE are unpacked once at load time by the delegates.
+        # Constants that feed DEQUANTIZE are unpacked once at load time by the delegates; the unpacked
+        # tensor is then a (float) weight of its consumer.
         ops: list[OpCost] = []
+        dequantized: set[int] = set()
         for k in range(sg.OperatorsLength()):
             op = sg.Operators(k)
             code = model.OperatorCodes(op.OpcodeIndex())
@@ -194,6 +196,7 @@ def tflite_graph_cost(path: str | Path, act_bytes: float = 2, weight_bytes: floa
                 opts = s.BatchMatMulOptions()
                 opts.Init(tab.Bytes, tab.Pos)
             if name == "DEQUANTIZE" and ins and ins[0] is not None and ins[0][2]:
+                dequantized.update(i for i in out_idx if i >= 0)
                 ops.append(OpCost(name, 0.0, 0.0, 0.0, out_shapes[0] if out_shapes else ()))
                 continue
             flops = _tfl_op_flops(name, ins, out_shapes, opts)
@@ -203,7 +206,11 @@ def tflite_graph_cost(path: str | Path, act_bytes: float = 2, weight_bytes: floa
                     if i < 0:
                         continue
                     shape, tname, stored = tensors[i]
-                    if stored:  # constant: weights, biases, shape vectors
+                    if i in dequantized:
+                        size = _numel(shape) * weight_bytes
+                        wbytes += size
+                        nbytes += size
+                    elif stored:  # constant: weights, biases, shape vectors
                         if name in ("TRANSPOSE", "RESHAPE", "PAD", "SLICE", "STRIDED_SLICE") and tname == "INT32":
                             continue  # perm / shape / pad vectors are parameters, not traffic
                         size = _numel(shape) * (weight_bytes if tname in _TFL_FLOAT else _TFL_BYTES.get(tname, 4))
@@ -318,8 +325,9 @@ def analytic_graph_cost(arch: str, component: str, height: int = 512, width: int
     if arch not in ARCHITECTURES:
         raise MobileSDError(f"unknown architecture '{arch}'", f"use one of: {', '.join(sorted(ARCHITECTURES))}")
     spec = ARCHITECTURES[arch]
-    if height % 8 or width % 8:
-        raise MobileSDError(f"resolution {width}x{height} is not a multiple of 8", "use e.g. 512x512")
+    factor = 2 ** (len(spec["vae"]["block_out_channels"]) - 1)  # VAE down-sampling: 8 for SD
+    if height % factor or width % factor:
+        raise MobileSDError(f"resolution {width}x{height} is not a multiple of {factor}", "use e.g. 512x512")
     dev = torch.device("meta")
     with dev:
         if component == "text_encoder":
@@ -332,7 +340,7 @@ def analytic_graph_cost(arch: str, component: str, height: int = 512, width: int
             from diffusers import UNet2DConditionModel
 
             module = UNet2DConditionModel(**spec["unet"]).eval()
-            lat = (batch, module.config.in_channels, height // 8, width // 8)
+            lat = (batch, module.config.in_channels, height // factor, width // factor)
             ctx = (batch, spec["text"]["max_position_embeddings"], module.config.cross_attention_dim)
             inputs = (torch.zeros(lat), torch.zeros(batch), torch.zeros(ctx))
         elif component == "vae_decoder":
@@ -349,7 +357,7 @@ def analytic_graph_cost(arch: str, component: str, height: int = 512, width: int
                     return self.decoder(self.post_quant_conv(z))
 
             module = _Decode()
-            inputs = (torch.zeros(batch, spec["vae"]["latent_channels"], height // 8, width // 8),)
+            inputs = (torch.zeros(batch, spec["vae"]["latent_channels"], height // factor, width // factor),)
         else:
             raise MobileSDError(f"unknown component '{component}'", "use text_encoder, unet or vae_decoder")
     ops = _trace_costs(module, inputs, act_bytes, weight_bytes)

@@ -267,8 +267,9 @@ def evaluate(generators: list[Generator], classifier, settings: EvalSettings, lo
         rows.append(dict(name=gen.name, source=gen.source, reference=i == 0, **row,
                          seconds_per_image=round(secs / len(images), 4)))
         images_of[gen.name] = images
-    return dict(settings=dict(asdict(settings), n_images=len(prompts),
-                              fid_reference=f"classifier features of {len(real['features'])} real train-split digits"),
+    n_ref = len(real["features"])
+    return dict(settings=dict(asdict(settings), n_images=len(prompts), fid_reference_images=n_ref,
+                              fid_reference=f"classifier features of {n_ref} real train-split digits"),
                 rows=rows, images=images_of, digits=digits)
 
 

@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny SD models built from configs and bundles exported from them, once per session."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the hub
+warnings.filterwarnings("ignore")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny random SD 1.x-style pipeline saved in diffusers layout (safetensors)."""
+    from mobilesd.architectures import save_random_pipeline
+
+    return save_random_pipeline(tmp_path_factory.mktemp("models") / "tiny-sd", "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe(tiny_model_dir):
+    from mobilesd.loading import load_pipeline
+
+    return load_pipeline(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def android_bundle(tiny_model_dir, tmp_path_factory):
+    """fp16 TFLite bundle with the UNet in 2 chunks, GPU-checked, verified."""
+    from mobilesd.export import ExportOptions, export
+
+    out = tmp_path_factory.mktemp("bundles") / "android"
+    return export(tiny_model_dir, out, ExportOptions(target="android", unet_chunks=2, progress=False))
+
+
+@pytest.fixture(scope="session")
+def onnx_bundle(tiny_model_dir, tmp_path_factory):
+    from mobilesd.export import ExportOptions, export
+
+    out = tmp_path_factory.mktemp("bundles") / "onnx"
+    return export(tiny_model_dir, out, ExportOptions(target="onnx", progress=False))

@@ -1,0 +1,140 @@
+"""`mobilesd export`: bundle contents, manifest, verification, GPU coverage, atomic writes, bad requests."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from mobilesd.bundle import FORMAT_VERSION, load_bundle, sha256_file
+from mobilesd.errors import MobileSDError
+from mobilesd.export import ExportOptions, export
+
+
+def test_android_bundle_layout_and_manifest(android_bundle):
+    m = android_bundle.manifest
+    root = android_bundle.root
+    assert m["format_version"] == FORMAT_VERSION and m["target"] == "android" and m["precision"] == "fp16"
+    assert [g["name"] for g in m["graphs"]] == ["text_encoder", "unet_chunk0", "unet_chunk1", "vae_decoder"]
+    assert m["unet"]["chunks"] == ["unet_chunk0", "unet_chunk1"]
+    for rel, info in m["files"].items():  # every file listed, with its checksum
+        assert sha256_file(root / rel) == info["sha256"]
+    listed = set(m["files"]) | {"manifest.json"}
+    assert {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} == listed
+    assert {"tokenizer/vocab.json", "tokenizer/merges.txt", "scheduler/scheduler_config.json"} <= set(m["files"])
+    # chunk I/O chains by name
+    c0, c1 = android_bundle.unet_graphs()
+    assert [o["name"] for o in c0["outputs"]] == [i["name"] for i in c1["inputs"]][:-1]
+    assert c1["inputs"][-1]["name"] == "encoder_hidden_states"
+    assert m["latent"]["scaling_factor"] == pytest.approx(0.18215)
+    assert m["image"]["height"] == 16 and m["cfg"]["unet_batch"] == 2
+    assert not list(root.parent.glob(".android.partial-*")), "no temporary folder left behind"
+
+
+def test_every_graph_verified_and_fully_gpu_accelerated(android_bundle):
+    m = android_bundle.manifest
+    for g in m["graphs"]:
+        v = g["verification"]
+        assert v["passed"] and v["rel_l2"] <= v["threshold"] == m["verification"]["graph_thresholds"]["fp16"]
+        gpu = g["gpu"]
+        if not gpu.get("available", True):
+            pytest.skip("no Vulkan adapter")
+        assert gpu["fully_accelerated"] and gpu["unsupported_ops"] == [], g["name"]
+        assert gpu["output_rel_l2"] is not None and gpu["output_rel_l2"] < m["verification"]["gpu_threshold"]
+    e2e = m["verification"]["end_to_end"]
+    assert e2e["passed"] and e2e["mean_abs"] < e2e["threshold"]
+    assert m["verification"]["passed"]
+
+
+def test_onnx_bundle(onnx_bundle):
+    m = onnx_bundle.manifest
+    assert m["target"] == "onnx" and m["precision"] == "fp32"
+    assert all(g["file"].endswith(".onnx") and g["verification"]["rel_l2"] < 1e-4 for g in m["graphs"])
+    assert m["verification"]["end_to_end"]["mean_abs"] < 1e-3
+
+
+def test_load_bundle_detects_corruption(android_bundle, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(android_bundle.root, copy)
+    assert load_bundle(copy).manifest["bundle_id"] == android_bundle.manifest["bundle_id"]
+    graph = copy / "vae_decoder.tflite"
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    graph.write_bytes(bytes(data))
+    with pytest.raises(MobileSDError, match="SHA-256"):
+        load_bundle(copy)
+    (copy / "unet_chunk0.tflite").unlink()
+    with pytest.raises(MobileSDError, match="missing"):
+        load_bundle(copy)
+    with pytest.raises(MobileSDError, match="not a mobilesd bundle"):
+        load_bundle(tmp_path)
+
+
+def test_existing_output_needs_overwrite(android_bundle, tiny_model_dir):
+    with pytest.raises(MobileSDError, match="already exists"):
+        export(tiny_model_dir, android_bundle.root, ExportOptions(progress=False))
+
+
+def _assert_nothing_left(parent, name):
+    assert not (parent / name).exists()
+    assert not [p for p in parent.iterdir() if p.name.startswith(f".{name}.")], list(parent.iterdir())
+
+
+def test_chunk_count_that_cannot_fit_leaves_nothing(tiny_model_dir, tmp_path):
+    with pytest.raises(MobileSDError, match="cannot fit"):
+        export(tiny_model_dir, tmp_path / "b", ExportOptions(unet_chunks=99, progress=False))
+    _assert_nothing_left(tmp_path, "b")
+
+
+def test_failed_verification_leaves_nothing(tiny_model_dir, tmp_path, monkeypatch):
+    import mobilesd.verify as verify
+
+    monkeypatch.setitem(verify.GRAPH_THRESHOLDS, "fp32", 0.0)  # nothing can pass a zero threshold
+    with pytest.raises(MobileSDError, match="verification failed"):
+        export(tiny_model_dir, tmp_path / "b", ExportOptions(target="onnx", precision="fp32", progress=False))
+    _assert_nothing_left(tmp_path, "b")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_output(tiny_model_dir, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    with pytest.raises(MobileSDError, match="not writable"):
+        export(tiny_model_dir, ro / "b", ExportOptions(progress=False))
+
+
+def test_unwritable_output_path_under_a_file(tiny_model_dir, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(MobileSDError, match="cannot create|writable"):
+        export(tiny_model_dir, blocker / "b", ExportOptions(progress=False))
+
+
+def test_bad_requests(tiny_model_dir, tmp_path):
+    with pytest.raises(MobileSDError, match="not supported"):
+        export(tiny_model_dir, tmp_path / "b", ExportOptions(target="onnx", precision="int4", progress=False))
+    with pytest.raises(MobileSDError, match="unknown target"):
+        export(tiny_model_dir, tmp_path / "b", ExportOptions(target="web", progress=False))
+    with pytest.raises(MobileSDError, match="does not exist"):
+        export(tmp_path / "missing", tmp_path / "b", ExportOptions(progress=False))
+    with pytest.raises(MobileSDError, match="does not divide"):
+        export(tiny_model_dir, tmp_path / "b", ExportOptions(height=18, progress=False))
+    _assert_nothing_left(tmp_path, "b")
+
+
+def test_non_square_image_size(tiny_model_dir, tmp_path):
+    b = export(tiny_model_dir, tmp_path / "rect", ExportOptions(target="onnx", height=24, width=16, verify_steps=2,
+                                                                progress=False))
+    assert (b.manifest["image"]["height"], b.manifest["image"]["width"]) == (24, 16)
+    assert b.manifest["latent"]["height"] == 12 and b.manifest["verification"]["passed"]
+
+
+def test_cli_export_error_message(tmp_path, capsys):
+    from mobilesd.cli import main
+
+    rc = main(["export", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "b"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "does not exist" in err and "fix:" in err

@@ -1,0 +1,66 @@
+"""Each mobile rewrite keeps the numerics of the module it replaces."""
+
+import torch
+from torch import nn
+
+from mobilesd.passes import PASSES, apply_passes
+from mobilesd.passes.group_norm import GroupNormDecomposed
+
+
+def test_group_norm_decomposition_matches_torch():
+    torch.manual_seed(0)
+    for groups, channels, shape in [(32, 320, (2, 320, 16, 16)), (8, 32, (1, 32, 5, 7)), (4, 8, (3, 8, 10))]:
+        gn = nn.GroupNorm(groups, channels, eps=1e-5)
+        nn.init.normal_(gn.weight)
+        nn.init.normal_(gn.bias)
+        x = torch.randn(*shape) * 3 + 1
+        y = GroupNormDecomposed(gn)(x)
+        assert torch.allclose(y, gn(x), atol=1e-5, rtol=1e-4)
+
+
+def test_group_norm_pass_replaces_all_and_shares_weights(tiny_pipe):
+    vae = tiny_pipe.vae
+    out = apply_passes(vae, ["decompose_group_norm"])
+    assert not any(isinstance(m, nn.GroupNorm) for m in out.modules())
+    assert any(isinstance(m, nn.GroupNorm) for m in vae.modules()), "the original must be left alone"
+    # parameters are shared, not copied
+    assert {id(p) for p in out.parameters()} == {id(p) for p in vae.parameters()}
+    z = torch.randn(1, 4, 4, 4)
+    with torch.no_grad():
+        assert torch.allclose(out.decode(z).sample, vae.decode(z).sample, atol=1e-5)
+
+
+def test_gelu_approximation_within_stated_tolerance(tiny_pipe):
+    unet = tiny_pipe.unet
+    out = apply_passes(unet, ["approximate_gelu"])
+    x = torch.randn(2, 4, 8, 8)
+    ctx = torch.randn(2, 77, 32)
+    with torch.no_grad():
+        ref = unet(x, 500, ctx).sample
+        got = out(x, 500, ctx).sample
+    assert not torch.equal(ref, got), "the pass must actually change GEGLU's activation"
+    assert (got - ref).abs().max() < 5e-3
+    # elementwise bound stated in the pass's docstring
+    t = torch.linspace(-8, 8, 10001)
+    assert (nn.functional.gelu(t, approximate="tanh") - nn.functional.gelu(t)).abs().max() < 5e-4
+
+
+def test_explicit_attention_matches_sdpa(tiny_pipe):
+    unet = tiny_pipe.unet
+    out = apply_passes(unet, ["explicit_attention"])
+    x = torch.randn(2, 4, 8, 8)
+    ctx = torch.randn(2, 77, 32)
+    with torch.no_grad():
+        assert torch.allclose(out(x, 10, ctx).sample, unet(x, 10, ctx).sample, atol=1e-5)
+    assert type(unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1.processor).__name__ != \
+        "ExplicitAttnProcessor", "the original UNet must keep its processor"
+
+
+def test_unknown_pass_is_a_clear_error():
+    import pytest
+
+    from mobilesd.errors import MobileSDError
+
+    with pytest.raises(MobileSDError, match="unknown pass"):
+        apply_passes(nn.Linear(2, 2), ["no_such_pass"])
+    assert {"decompose_group_norm", "approximate_gelu", "explicit_attention"} <= set(PASSES)
