@@ -6,7 +6,9 @@ per-channel weight-only): litert-torch's conversion-time quant_config failed on 
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -28,6 +30,7 @@ class TFLiteConverter(Converter):
         from mobilesd.passes import apply_passes
 
         self.check_precision(precision)
+        litert_torch.config.show_progress = False  # export shows its own per-graph progress bar
         out_dir = Path(out_dir)
         module = apply_passes(component.module, self.passes).eval()
         path = out_dir / f"{component.name}{self.suffix}"
@@ -100,7 +103,8 @@ def quantize_weights(float_path: Path, out_path: Path, precision: str, role: str
 
     from mobilesd.converters._aeq_large_tensors import large_tensor_fix
 
-    with large_tensor_fix():
+    # the quantizer prints a summary per call; keep the user's terminal to our progress output
+    with large_tensor_fix(), contextlib.redirect_stdout(io.StringIO()):
         qt = quantizer.Quantizer(str(float_path))
         qt.load_quantization_recipe(weight_recipe(precision, role))
         result = qt.quantize()

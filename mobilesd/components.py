@@ -100,18 +100,28 @@ def _stage_module(unet, stage: str) -> list[nn.Module]:
     return [(unet.down_blocks if kind == "down" else unet.up_blocks)[int(i)]]
 
 
-def _residual_count_after(unet, stage_index: int) -> int:
-    """How many skip tensors are waiting on the stack after stage ``stage_index``."""
-    n = 0
-    for stage in unet_stages(unet)[: stage_index + 1]:
+def _stage_pushes_pops(unet) -> list[tuple[list[int], list[int]]]:
+    """For each stage, the global stack positions of the skip tensors it pushes and pops.
+
+    All pushes (stem, down blocks) come before all pops (up blocks), so a position names one tensor.
+    """
+    out, depth = [], 0
+    for stage in unet_stages(unet):
+        push, pop = [], []
         if stage == "stem":
-            n = 1
+            push = [0]
+            depth = 1
         elif stage.startswith("down_"):
             block = unet.down_blocks[int(stage[5:])]
-            n += len(block.resnets) + (1 if block.downsamplers is not None else 0)
+            n = len(block.resnets) + (1 if block.downsamplers is not None else 0)
+            push = list(range(depth, depth + n))
+            depth += n
         elif stage.startswith("up_"):
-            n -= len(unet.up_blocks[int(stage[3:])].resnets)
-    return n
+            n = len(unet.up_blocks[int(stage[3:])].resnets)
+            pop = list(range(depth - 1, depth - n - 1, -1))
+            depth -= n
+        out.append((push, pop))
+    return out
 
 
 def stage_weight_bytes(unet) -> list[int]:
@@ -124,10 +134,13 @@ def stage_weight_bytes(unet) -> list[int]:
 class UNetChunk(nn.Module):
     """Stages [start, stop) of the UNet as one graph.
 
-    Inputs: the first chunk takes (sample, timestep, encoder_hidden_states); a later one takes the
-    running hidden state, the time embedding and the waiting skip tensors from the chunk before it, plus
-    encoder_hidden_states. The last chunk returns the noise prediction (or v); the others return
-    (hidden, temb, skip_0, ...).
+    Chunks pass named tensors: ``hidden`` (the running activation), ``temb`` (the time embedding, made by
+    the stem) and ``skip_<p>`` (the skip tensor pushed at stack position p, consumed by an up block).
+    A chunk's inputs are the names it reads that an earlier chunk made; its outputs are only tensors it
+    computes and a later chunk reads. No output merely repeats an input: the GPU delegate returns garbage
+    for such pass-through outputs, so the app keeps every named tensor until the chunk that needs it.
+    When a skip is the very tensor the chunk ends on (a down block's last output), it is not a second
+    output but an alias of ``hidden`` (``aliases()``).
     """
 
     def __init__(self, unet, start: int, stop: int):
@@ -135,72 +148,125 @@ class UNetChunk(nn.Module):
         stages = unet_stages(unet)
         if not (0 <= start < stop <= len(stages)):
             raise ValueError(f"bad stage range {start}:{stop}")
-        self.unet = unet
         self.stages = stages[start:stop]
         self.first, self.last = start == 0, stop == len(stages)
-        self.n_res_in = 0 if self.first else _residual_count_after(unet, start - 1)
-        self.n_res_out = 0 if self.last else _residual_count_after(unet, stop - 1)
-        self.needs_text = True  # every chunk takes the text states; unused inputs are cheap and keep I/O uniform
+        # Register only this chunk's modules: the graph (and a worker's memory) holds just its weights.
+        self.parts = nn.ModuleDict()
+        for stage in self.stages:
+            if stage == "stem":
+                self.parts.update({"time_proj": unet.time_proj, "time_embedding": unet.time_embedding, "conv_in": unet.conv_in})
+            elif stage == "head":
+                self.parts.update({"conv_out": unet.conv_out})
+                if unet.conv_norm_out is not None:
+                    self.parts.update({"conv_norm_out": unet.conv_norm_out, "conv_act": unet.conv_act})
+            else:
+                self.parts[stage] = _stage_module(unet, stage)[0]
+        pp = _stage_pushes_pops(unet)
+        self._pp = pp[start:stop]
+        pushed_before = {p for push, _ in pp[:start] for p in push}
+        popped_after = {p for _, pop in pp[stop:] for p in pop}
+        mine_push = [p for push, _ in self._pp for p in push]
+        mine_pop = [p for _, pop in self._pp for p in pop]
+        self.skip_in = sorted(p for p in mine_pop if p in pushed_before)
+        self.skip_out = sorted(p for p in mine_push if p in popped_after)
+        blocks = [s for s in self.stages if s.startswith(("down_", "up_")) or s == "mid"]
+        self.needs_temb = bool(blocks)
+        self.makes_temb = "stem" in self.stages
+        self.temb_out = self.makes_temb and not self.last and any(
+            s.startswith(("down_", "up_")) or s == "mid" for s in stages[stop:])
+        self.needs_text = any(getattr(self.parts[s], "has_cross_attention", False) for s in blocks)
 
     def input_names(self) -> list[str]:
-        if self.first:
-            return ["sample", "timestep", "encoder_hidden_states"]
-        return ["hidden", "temb"] + [f"skip_{i}" for i in range(self.n_res_in)] + ["encoder_hidden_states"]
+        names = ["sample", "timestep"] if self.first else ["hidden"]
+        if self.needs_temb and not self.makes_temb:
+            names.append("temb")
+        names += [f"skip_{p}" for p in self.skip_in]
+        if self.needs_text:
+            names.append("encoder_hidden_states")
+        return names
 
-    def output_names(self) -> list[str]:
+    def _all_outputs(self) -> list[str]:
         if self.last:
             return ["noise_pred"]
-        return ["hidden", "temb"] + [f"skip_{i}" for i in range(self.n_res_out)]
+        return ["hidden"] + (["temb"] if self.temb_out else []) + [f"skip_{p}" for p in self.skip_out]
 
-    def forward(self, *args, **kwargs):
-        names = self.input_names()
-        values = dict(zip(names, args))
-        values.update(kwargs)
-        ctx = values["encoder_hidden_states"]
-        unet = self.unet
-        if self.first:
-            h, emb, skips = values["sample"], None, []
-        else:
-            h, emb = values["hidden"], values["temb"]
-            skips = [values[f"skip_{i}"] for i in range(self.n_res_in)]
-        for stage in self.stages:
+    def aliases(self) -> dict[str, str]:
+        """{skip name: "hidden"} for a skip output that is the chunk's final activation itself: a chunk
+        ending on the stem or a down block ends on its own last push (diffusers' down blocks return
+        their last skip tensor as the hidden state)."""
+        last = self.stages[-1]
+        if self.last or not (last == "stem" or last.startswith("down_")):
+            return {}
+        pushed = self._pp[-1][0]
+        return {f"skip_{pushed[-1]}": "hidden"} if pushed and pushed[-1] in self.skip_out else {}
+
+    def output_names(self) -> list[str]:
+        return [n for n in self._all_outputs() if n not in self.aliases()]
+
+    def forward(self, **values):
+        parts = self.parts
+        ctx = values.get("encoder_hidden_states")
+        emb = values.get("temb")
+        h = values["sample"] if self.first else values["hidden"]
+        skips = {p: values[f"skip_{p}"] for p in self.skip_in}
+        for stage, (push, pop) in zip(self.stages, self._pp):
             if stage == "stem":
                 # timestep has shape [1]: its embedding broadcasts over the CFG batch in every resnet
                 # (an explicit expand would become BROADCAST_TO, which the GPU delegate rejects).
                 t = values["timestep"].reshape(-1)
-                emb = unet.time_embedding(unet.time_proj(t).to(h.dtype))
-                h = unet.conv_in(h)
-                skips = [h]
+                emb = parts["time_embedding"](parts["time_proj"](t).to(h.dtype))
+                h = parts["conv_in"](h)
+                skips[0] = h
             elif stage.startswith("down_"):
-                block = unet.down_blocks[int(stage[5:])]
+                block = parts[stage]
                 if getattr(block, "has_cross_attention", False):
                     h, res = block(hidden_states=h, temb=emb, encoder_hidden_states=ctx)
                 else:
                     h, res = block(hidden_states=h, temb=emb)
-                skips.extend(res)
+                skips.update(zip(push, res))
             elif stage == "mid":
-                if getattr(unet.mid_block, "has_cross_attention", False):
-                    h = unet.mid_block(h, emb, encoder_hidden_states=ctx)
-                else:
-                    h = unet.mid_block(h, emb)
-            elif stage.startswith("up_"):
-                i = int(stage[3:])
-                block = unet.up_blocks[i]
-                n = len(block.resnets)
-                res, skips = tuple(skips[-n:]), skips[:-n]
-                upsample_size = None  # sizes are static (powers of two), as in diffusers' default path
+                block = parts[stage]
                 if getattr(block, "has_cross_attention", False):
-                    h = block(hidden_states=h, temb=emb, res_hidden_states_tuple=res,
-                              encoder_hidden_states=ctx, upsample_size=upsample_size)
+                    h = block(h, emb, encoder_hidden_states=ctx)
                 else:
-                    h = block(hidden_states=h, temb=emb, res_hidden_states_tuple=res, upsample_size=upsample_size)
+                    h = block(h, emb)
+            elif stage.startswith("up_"):
+                block = parts[stage]
+                res = tuple(skips.pop(p) for p in reversed(pop))  # oldest first, as diffusers slices
+                if getattr(block, "has_cross_attention", False):
+                    h = block(hidden_states=h, temb=emb, res_hidden_states_tuple=res, encoder_hidden_states=ctx)
+                else:
+                    h = block(hidden_states=h, temb=emb, res_hidden_states_tuple=res)
             elif stage == "head":
-                if unet.conv_norm_out is not None:
-                    h = unet.conv_act(unet.conv_norm_out(h))
-                h = unet.conv_out(h)
+                if "conv_norm_out" in parts:
+                    h = parts["conv_act"](parts["conv_norm_out"](h))
+                h = parts["conv_out"](h)
         if self.last:
             return h
-        return (h, emb, *skips)
+        produced = {"hidden": h, "temb": emb, **{f"skip_{p}": skips[p] for p in self.skip_out}}
+        for alias in self.aliases():
+            assert produced[alias] is h, f"{alias} should be the chunk's final activation"
+        return tuple(produced[n] for n in self.output_names())
+
+
+def run_unet_chunks(chunks, specs, sample, timestep, context, run, on_stage=None):
+    """Chain chunks through a dict of named tensors (what an app does).
+
+    ``specs``: per chunk (input_names, output_names, aliases); ``run(i, inputs) -> list of outputs``.
+    """
+    import time
+
+    state = {"sample": sample, "timestep": timestep, "encoder_hidden_states": context}
+    out = None
+    for i, (inputs, outputs, aliases) in enumerate(specs):
+        t0 = time.perf_counter()
+        out = run(i, {n: state[n] for n in inputs})
+        if on_stage is not None:
+            on_stage(f"unet_chunk_{i}", time.perf_counter() - t0)
+        state.update(zip(outputs, out))
+        for alias, source in aliases.items():
+            state[alias] = state[source]
+    return out[0]
 
 
 def plan_unet_chunks(unet, n_chunks: int | None = None, max_bytes: int | None = None,
@@ -278,30 +344,36 @@ def latent_shape(pipe, height: int | None = None, width: int | None = None) -> t
     return pipe.unet.config.in_channels, h // factor, w // factor
 
 
+def unet_example_inputs(pipe, batch: int = 2, height=None, width=None, seed: int = 0) -> dict:
+    """Fixed random UNet inputs (seeded): sample, timestep [1], encoder_hidden_states."""
+    c, h, w = latent_shape(pipe, height, width)
+    g = torch.Generator().manual_seed(seed)
+    n_tok = pipe.tokenizer.model_max_length if pipe.tokenizer is not None else 77
+    return {
+        "sample": torch.randn(batch, c, h, w, generator=g),
+        "encoder_hidden_states": torch.randn(batch, n_tok, pipe.unet.config.cross_attention_dim, generator=g),
+        "timestep": torch.tensor([500.0]),
+    }
+
+
 def unet_components(pipe, chunks: list[tuple[int, int]], batch: int = 2, height=None, width=None,
                     seed: int = 0) -> list[Component]:
     """One Component per chunk; example inputs of later chunks come from running the earlier ones."""
     unet = pipe.unet.eval()
-    c, h, w = latent_shape(pipe, height, width)
-    g = torch.Generator().manual_seed(seed)
-    sample = torch.randn(batch, c, h, w, generator=g)
-    ctx = torch.randn(batch, pipe.tokenizer.model_max_length if pipe.tokenizer is not None else 77,
-                      unet.config.cross_attention_dim, generator=g)
-    timestep = torch.tensor([500.0])
+    state = unet_example_inputs(pipe, batch, height, width, seed)
     comps: list[Component] = []
-    carried: list[torch.Tensor] = []
     for k, (start, stop) in enumerate(chunks):
         chunk = UNetChunk(unet, start, stop).eval()
-        names = chunk.input_names()
-        if chunk.first:
-            values = [sample, timestep, ctx]
-        else:
-            values = carried + [ctx]
-        inputs = dict(zip(names, values))
+        inputs = {n: state[n] for n in chunk.input_names()}
         name = "unet" if len(chunks) == 1 else f"unet_chunk{k}"
-        comp = Component(name, "unet", chunk, inputs, chunk.output_names(),
-                         meta={"chunk_index": k, "stages": chunk.stages, "batch": batch})
-        carried = comp.run(inputs)
+        comp = Component(name, "unet", chunk, inputs, [], meta={"chunk_index": k, "stages": chunk.stages,
+                                                                 "batch": batch, "stage_range": [start, stop]})
+        comp.output_names = chunk.output_names()
+        outs = comp.run(inputs)
+        comp.meta["aliases"] = chunk.aliases()
+        state.update(zip(comp.output_names, outs))
+        for alias, source in chunk.aliases().items():
+            state[alias] = state[source]
         comps.append(comp)
     return comps
 

@@ -3,6 +3,11 @@
 Verification is not optional: every graph runs on this machine against its PyTorch module, Android
 graphs are compiled for the GPU delegate, and a short generation compares the bundle's image with the
 PyTorch pipeline's. Results go into the manifest; any failure aborts the export and leaves no bundle.
+
+Memory: converting a graph costs litert-torch several times the graph's weights. For SD-scale models
+(``isolate``) every heavy step runs in its own spawned worker process that loads only the part of the model
+it needs (one UNet chunk's stages, say) and gives all its memory back when it exits; the parent only
+orchestrates. Small models run in-process (same task functions, no process start-up cost).
 """
 
 from __future__ import annotations
@@ -10,9 +15,13 @@ from __future__ import annotations
 import datetime
 import gc
 import json
+import multiprocessing as mp
+import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+import traceback
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +36,7 @@ TARGETS = ("android", "ios", "onnx")
 DEFAULT_PRECISION = {"android": "fp16", "ios": "fp16", "onnx": "fp32"}
 BYTES_PER_PARAM = {"fp32": 4.0, "fp16": 2.0, "int8": 1.0, "int4": 0.5}
 VERIFY_PROMPT = "a handwritten digit seven"
+ISOLATE_ABOVE_BYTES = 512 * 2**20   # models with more weights than this export through worker processes
 
 
 @dataclass
@@ -46,10 +56,23 @@ class ExportOptions:
     verify_guidance: float = 7.5
     overwrite: bool = False
     progress: bool = True
+    isolate: bool | None = None           # None: automatic, by model size
     extra: dict = field(default_factory=dict)
 
     def resolved_precision(self) -> str:
         return self.precision or DEFAULT_PRECISION[self.target]
+
+
+@dataclass
+class _Job:
+    """What every task needs to find the model and the work folders (picklable for spawn)."""
+
+    source: str
+    load: dict
+    opts: ExportOptions
+    precision: str
+    root: Path                            # the bundle being written (temporary folder)
+    work: Path                            # scratch: carried tensors, verification inputs
 
 
 def _log(msg: str, progress: bool):
@@ -57,79 +80,79 @@ def _log(msg: str, progress: bool):
         print(f"[mobilesd] {msg}", flush=True)
 
 
+def _model_bytes(source: str) -> int:
+    path = Path(source)
+    if path.is_file():
+        return path.stat().st_size
+    if path.is_dir():
+        return sum(p.stat().st_size for p in (path / "unet").glob("*") if p.is_file())
+    return 1 << 40  # hub id: assume SD scale
+
+
 def export(model=None, out: str | Path = "bundle", options: ExportOptions | None = None, *,
-           pipe=None, allow_pickle: bool = False, prediction_type: str | None = None) -> Bundle:
-    from mobilesd.components import (plan_unet_chunks, text_encoder_component, unet_components,
-                                     vae_decoder_component)
+           pipe=None, allow_pickle: bool = False, prediction_type: str | None = None,
+           config: str | Path | None = None) -> Bundle:
     from mobilesd.converters import get_converter
-    from mobilesd.loading import default_model_path, load_pipeline
+    from mobilesd.loading import default_model_path
 
     opts = options or ExportOptions()
     if opts.target not in TARGETS:
         raise MobileSDError(f"unknown target {opts.target!r}", f"use one of {list(TARGETS)}")
     precision = opts.resolved_precision()
-    converter = get_converter(opts.target)
-    converter.check_precision(precision)
+    get_converter(opts.target).check_precision(precision)
     if opts.unet_batch not in (1, 2):
         raise MobileSDError(f"--unet-batch must be 1 or 2 (got {opts.unet_batch})", "use 2 (CFG in one call) or 1")
+    if opts.verify_steps < 1:
+        raise MobileSDError("--verify-steps must be at least 1", "verification is part of every export")
     out = Path(out)
     check_output_dir(out, opts.overwrite)  # fail before the slow part
-    t_start = time.perf_counter()
     source = str(model) if model is not None else str(default_model_path())
-    if pipe is None:
-        _log(f"loading {source}", opts.progress)
-        pipe = load_pipeline(source, allow_pickle=allow_pickle, prediction_type=prediction_type)
-    if pipe.text_encoder is None:
-        raise MobileSDError(f"{source} has no text encoder", "pass a complete SD pipeline")
+    isolate = opts.isolate if opts.isolate is not None else (
+        pipe is None and Path(source).exists() and _model_bytes(source) > ISOLATE_ABOVE_BYTES)
+    load = dict(allow_pickle=allow_pickle, prediction_type=prediction_type,
+                config=str(config) if config else None)
+    t_start = time.perf_counter()
 
-    max_bytes = opts.unet_max_mb * 2**20 if opts.unet_max_mb else None
-    chunks = plan_unet_chunks(pipe.unet, opts.unet_chunks, max_bytes, BYTES_PER_PARAM[precision])
-    components = [text_encoder_component(pipe)]
-    components += unet_components(pipe, chunks, batch=opts.unet_batch, height=opts.height, width=opts.width)
-    components.append(vae_decoder_component(pipe, opts.height, opts.width))
-    for comp, rng in zip([c for c in components if c.role == "unet"], chunks):
-        comp.meta["stage_range"] = list(rng)
-
-    graphs_info: list[dict] = []
-    failures: list[str] = []
     with atomic_folder(out, opts.overwrite) as tmp:
+        work = tmp / ".work"
+        work.mkdir()
+        job = _Job(source, load, opts, precision, tmp, work)
+        if not isolate and pipe is None:
+            _log(f"loading {source}", opts.progress)
+            from mobilesd.loading import load_pipeline
+
+            pipe = load_pipeline(source, **load)
+        run = _Runner(isolate, pipe)
+        _log(f"inspecting {source}" + (" (SD-scale: one worker process per step)" if isolate else ""), opts.progress)
+        base = run(_task_inspect, job=job)
+        manifest, chunks = base["manifest"], [tuple(c) for c in base["chunks"]]
+        names = (["text_encoder"] + manifest["unet"]["chunks"] + ["vae_decoder"])
+
         from tqdm.auto import tqdm
 
-        bar = tqdm(components, desc=f"export {opts.target}/{precision}", unit="graph", disable=not opts.progress)
-        for comp in bar:
-            bar.set_postfix_str(comp.name)
-            t0 = time.perf_counter()
-            graph = converter.convert(comp, tmp, precision)
-            convert_s = time.perf_counter() - t0
-            gc.collect()
-            info = graph.to_dict()
-            info["meta"]["convert_seconds"] = round(convert_s, 2)
-            info["verification"] = _verify_graph(tmp, graph, comp, precision)
-            if not info["verification"]["passed"]:
-                failures.append(f"{comp.name}: rel. L2 error {info['verification']['rel_l2']:.3g} "
-                                f"> {info['verification']['threshold']:.3g}")
+        graphs_info, failures = [], []
+        bar = tqdm(names, desc=f"export {opts.target}/{precision}", unit="graph", disable=not opts.progress)
+        for index, name in enumerate(bar):
+            bar.set_postfix_str(name)
+            info = run(_task_convert, job=job, index=index, chunks=chunks)
             if opts.target == "android":
-                info["gpu"] = _gpu_check(tmp / graph.file, comp, opts)
-                if not info["gpu"].get("skipped") and not info["gpu"]["fully_accelerated"] \
-                        and not opts.allow_cpu_fallback:
-                    failures.append(f"{comp.name}: not fully GPU-accelerated "
-                                    f"(ops left to the CPU: {info['gpu']['unsupported_ops'] or info['gpu']['error']})")
+                info["gpu"] = _gpu_check(job, info)
             graphs_info.append(info)
-            _log(f"{comp.name}: {graph.size_bytes / 2**20:.1f} MiB, converted in {convert_s:.1f}s, "
-                 f"rel. L2 {info['verification']['rel_l2']:.2e}"
-                 + (f", GPU: {'full' if info['gpu'].get('fully_accelerated') else info['gpu'].get('unsupported_ops')}"
-                    if "gpu" in info and not info["gpu"].get("skipped") else ""), opts.progress)
+            failures += _graph_failures(info, opts)
+            _log(_graph_line(info), opts.progress)
             if failures:
                 break  # no point converting the rest; the folder is discarded
+        bar.close()
         if failures:
             raise MobileSDError("export verification failed:\n    " + "\n    ".join(failures),
                                 "for GPU coverage, pass --allow-cpu-fallback to accept CPU ops; for accuracy, "
                                 "use a higher --precision; details above")
 
-        _write_tokenizer(pipe, tmp / "tokenizer")
-        pipe.scheduler.save_config(str(tmp / "scheduler"))
-        manifest = _manifest(pipe, source, opts, precision, chunks, graphs_info, components)
-        e2e = _verify_end_to_end(tmp, manifest, pipe, opts, precision)
+        manifest["graphs"] = graphs_info
+        _log(f"end-to-end check: {opts.verify_steps} {opts.verify_scheduler} steps, PyTorch vs the bundle", opts.progress)
+        ref = run(_task_reference_image, job=job, chunks=chunks)["path"]
+        got = run(_task_graph_image, job=job, manifest=manifest)["path"]
+        e2e = _end_to_end(np.load(got), np.load(ref), opts, precision, manifest)
         manifest["verification"]["end_to_end"] = e2e
         manifest["verification"]["passed"] = e2e["passed"] and all(g["verification"]["passed"] for g in graphs_info)
         if not e2e["passed"]:
@@ -137,52 +160,269 @@ def export(model=None, out: str | Path = "bundle", options: ExportOptions | None
                 f"end-to-end verification failed: the bundle's image differs from PyTorch's by a mean of "
                 f"{e2e['mean_abs']:.3g} (threshold {e2e['threshold']:.3g})", "use a higher --precision")
         manifest["export_seconds"] = round(time.perf_counter() - t_start, 1)
+        manifest["export_isolated"] = isolate
+        if isolate:
+            peaks = dict(run.peaks)
+            peaks.update({f"gpu_check[{g['name']}]": g["gpu"].get("peak_rss_bytes") or 0
+                          for g in graphs_info if "gpu" in g and not g["gpu"].get("skipped")})
+            manifest["export_peak_rss_bytes"] = peaks
+        import shutil
+
+        shutil.rmtree(work)
         manifest = finalize_manifest(tmp, manifest)
     _log(f"bundle {manifest['bundle_id']} written to {out} in {manifest['export_seconds']:.0f}s", opts.progress)
     return Bundle(out, manifest)
 
 
-def _verify_graph(root: Path, graph, comp, precision: str) -> dict:
+# ---- running tasks in-process or in a spawned worker ------------------------------------------------
+
+class _Runner:
+    def __init__(self, isolate: bool, pipe=None):
+        self.isolate, self.pipe = isolate, pipe
+        self.peaks: dict[str, int] = {}   # worker -> its peak RSS (bytes), isolated runs only
+
+    def __call__(self, fn, **kwargs) -> dict:
+        if not self.isolate:
+            return fn(pipe=self.pipe, **kwargs)
+        job: _Job = kwargs["job"]
+        result = job.work / f"{fn.__name__}-{uuid.uuid4().hex[:8]}.json"
+        ctx = mp.get_context("spawn")
+        proc = ctx.Process(target=_worker_main, args=(fn.__name__, kwargs, str(result)))
+        # large allocations through mmap, so memory freed inside a worker goes back to the OS at once
+        saved = os.environ.get("MALLOC_MMAP_THRESHOLD_")
+        os.environ["MALLOC_MMAP_THRESHOLD_"] = str(1 << 20)
+        try:
+            proc.start()
+        finally:
+            if saved is None:
+                os.environ.pop("MALLOC_MMAP_THRESHOLD_", None)
+            else:
+                os.environ["MALLOC_MMAP_THRESHOLD_"] = saved
+        proc.join()
+        if not result.exists():
+            raise MobileSDError(f"export worker {fn.__name__} died (exit code {proc.exitcode})",
+                                "exit code -9 usually means out of memory: use more --unet-chunks")
+        data = json.loads(result.read_text())
+        if "error" in data:
+            raise MobileSDError(data["error"]["problem"], data["error"].get("fix"))
+        label = fn.__name__.removeprefix("_task_") + (f"[{kwargs['index']}]" if "index" in kwargs else "")
+        self.peaks[label] = data.pop("_peak_rss_bytes", 0)
+        return data
+
+
+def _worker_main(name: str, kwargs: dict, result: str) -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    try:
+        data = globals()[name](pipe=None, **kwargs)
+    except MobileSDError as exc:
+        data = {"error": {"problem": exc.problem, "fix": exc.fix}}
+    except Exception as exc:
+        data = {"error": {"problem": f"{name} failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}",
+                          "fix": "report this with the model's config"}}
+    import resource
+
+    data["_peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    Path(result).write_text(json.dumps(data))
+
+
+def _load(job: _Job, skip: tuple = ()):
+    from mobilesd.loading import load_pipeline
+
+    return load_pipeline(job.source, skip=skip, **job.load)
+
+
+# ---- tasks ------------------------------------------------------------------------------------------
+
+def _task_inspect(job: _Job, pipe=None) -> dict:
+    from mobilesd.components import plan_unet_chunks
+
+    pipe = pipe or _load(job)
+    if pipe.text_encoder is None:
+        raise MobileSDError(f"{job.source} has no text encoder", "pass a complete SD pipeline")
+    opts = job.opts
+    max_bytes = opts.unet_max_mb * 2**20 if opts.unet_max_mb else None
+    chunks = plan_unet_chunks(pipe.unet, opts.unet_chunks, max_bytes, BYTES_PER_PARAM[job.precision])
+    _write_tokenizer(pipe, job.root / "tokenizer")
+    pipe.scheduler.save_config(str(job.root / "scheduler"))
+    return {"chunks": chunks, "manifest": _manifest_base(pipe, job.source, opts, job.precision, chunks)}
+
+
+def _component(pipe, job: _Job, index: int, chunks: list):
+    """Component ``index`` (0 text encoder, 1..n UNet chunks, n+1 VAE decoder). A UNet chunk's example inputs
+    are the named tensors made so far: the seeded inputs and the PyTorch outputs of the chunks before it,
+    kept in the work folder (``carry_<k>.npz``) so each chunk can be built in its own process."""
+    from mobilesd.components import (Component, UNetChunk, text_encoder_component, unet_example_inputs,
+                                     vae_decoder_component)
+
+    opts = job.opts
+    n = len(chunks)
+    if index == 0:
+        return text_encoder_component(pipe)
+    if index == n + 1:
+        return vae_decoder_component(pipe, opts.height, opts.width)
+    k = index - 1
+    if k == 0:
+        state = unet_example_inputs(pipe, opts.unet_batch, opts.height, opts.width)
+    else:
+        with np.load(job.work / f"carry_{k}.npz") as z:
+            state = {name: torch.from_numpy(z[name]) for name in z.files}
+    chunk = UNetChunk(pipe.unet, *chunks[k]).eval()
+    comp = Component("unet" if n == 1 else f"unet_chunk{k}", "unet", chunk,
+                     {name: state[name] for name in chunk.input_names()}, chunk.output_names(),
+                     meta={"chunk_index": k, "stages": chunk.stages, "batch": opts.unet_batch,
+                           "stage_range": list(chunks[k]), "aliases": chunk.aliases()})
+    comp.carry_state = state
+    return comp
+
+
+def _drop_unused_stages(pipe, stage_range) -> None:
+    """Free the weights of UNet stages a chunk does not run (worker processes only)."""
+    from mobilesd.components import _stage_module, unet_stages
+
+    for i, stage in enumerate(unet_stages(pipe.unet)):
+        if not stage_range[0] <= i < stage_range[1]:
+            for m in _stage_module(pipe.unet, stage):
+                m.to("meta")
+    gc.collect()
+
+
+def _task_convert(job: _Job, index: int, chunks: list, pipe=None) -> dict:
+    from mobilesd.converters import get_converter
     from mobilesd.runtime.graphs import open_graph
 
-    sess = open_graph(root / graph.file, [i.name for i in graph.inputs], [o.name for o in graph.outputs])
+    n = len(chunks)
+    role = "text_encoder" if index == 0 else ("vae_decoder" if index == n + 1 else "unet")
+    if pipe is None:
+        skip = {"text_encoder": ("vae",), "vae_decoder": ("text_encoder",), "unet": ("text_encoder", "vae")}[role]
+        pipe = _load(job, skip)
+        if role == "unet":
+            _drop_unused_stages(pipe, chunks[index - 1])
+    comp = _component(pipe, job, index, chunks)
+    ref = [r.numpy() for r in comp.run(comp.example_inputs)]
     inputs = {k: v.numpy() for k, v in comp.example_inputs.items()}
+    np.savez(job.work / f"io_{comp.name}.npz", **{f"in_{k}": v for k, v in inputs.items()},
+             **{f"ref_{i}": r for i, r in enumerate(ref)})
+    if role == "unet" and index < n:  # every named tensor so far: the next chunks' example inputs
+        state = {name: t.numpy() for name, t in comp.carry_state.items()}
+        state.update(zip(comp.output_names, ref))
+        for alias, src in comp.meta["aliases"].items():
+            state[alias] = state[src]
+        np.savez(job.work / f"carry_{index}.npz", **state)
+    weight_bytes = comp.weight_bytes()
+    del pipe
+    gc.collect()
+
+    t0 = time.perf_counter()
+    graph = get_converter(job.opts.target).convert(comp, job.root, job.precision)
+    convert_s = time.perf_counter() - t0
+    del comp
+    gc.collect()
+    info = graph.to_dict()
+    info["meta"]["convert_seconds"] = round(convert_s, 2)
+    info["meta"]["weight_bytes_fp32"] = weight_bytes
+
+    sess = open_graph(job.root / graph.file, [i.name for i in graph.inputs], [o.name for o in graph.outputs])
     t0 = time.perf_counter()
     got = sess.run(inputs)
     run_s = time.perf_counter() - t0
-    ref = [r.numpy() for r in comp.run(comp.example_inputs)]
-    res = verify.compare_outputs(got, ref)
-    threshold = verify.GRAPH_THRESHOLDS[precision]
     del sess
-    return dict(res, runtime=graph.format, threshold=threshold, passed=res["rel_l2"] <= threshold,
-                host_run_seconds=round(run_s, 3), inputs="fixed random (seed 0)")
+    res = verify.compare_outputs(got, ref)
+    threshold = verify.GRAPH_THRESHOLDS[job.precision]
+    info["verification"] = dict(res, runtime=graph.format, threshold=threshold, passed=res["rel_l2"] <= threshold,
+                                host_run_seconds=round(run_s, 3), inputs="fixed random (seed 0)")
+    return info
 
 
-def _gpu_check(path: Path, comp, opts: ExportOptions) -> dict:
+def _gpu_check(job: _Job, info: dict) -> dict:
     from mobilesd.gpu_check import check_gpu
 
+    opts = job.opts
     if opts.skip_gpu_check:
         return {"skipped": True, "reason": "--skip-gpu-check"}
-    run_on_gpu = comp.weight_bytes() <= opts.gpu_run_max_mb * 2**20
-    inputs = {k: v.numpy() for k, v in comp.example_inputs.items()} if run_on_gpu else None
-    res = check_gpu(path, inputs)
+    run_on_gpu = info["meta"]["weight_bytes_fp32"] <= opts.gpu_run_max_mb * 2**20
+    with np.load(job.work / f"io_{info['name']}.npz") as z:
+        inputs = {k[3:]: z[k] for k in z.files if k.startswith("in_")} if run_on_gpu else None
+        ref = [z[f"ref_{i}"] for i in range(len(info["outputs"]))]
+    res = check_gpu(job.root / info["file"], inputs)
     if not res.available:
         raise MobileSDError(
             f"the GPU-delegate check could not create a GPU accelerator ({res.error})",
             "install Vulkan drivers (bash scripts/setup.sh installs mesa-vulkan-drivers from bookworm-backports), "
             "or pass --skip-gpu-check to export without it (recorded in the manifest)")
-    info = res.to_dict()
-    info["delegate"] = "LiteRT GPU (WebGPU) accelerator, no CPU fallback"
+    out = res.to_dict()
+    out["delegate"] = "LiteRT GPU (WebGPU) accelerator, no CPU fallback"
     if res.outputs is not None:
-        ref = [r.numpy() for r in comp.run(comp.example_inputs)]
         cmp = verify.compare_outputs(res.outputs, ref)
-        info["output_rel_l2"] = cmp["rel_l2"]
-        info["output_threshold"] = verify.GPU_THRESHOLD
-        info["numerics_passed"] = cmp["rel_l2"] <= verify.GPU_THRESHOLD
+        out.update(output_rel_l2=cmp["rel_l2"], output_threshold=verify.GPU_THRESHOLD,
+                   numerics_passed=cmp["rel_l2"] <= verify.GPU_THRESHOLD)
     else:
-        info["output_rel_l2"] = None
-        info["note"] = f"compiled only: weights over {opts.gpu_run_max_mb:.0f} MiB are too slow to run on lavapipe"
-    return info
+        out["output_rel_l2"] = None
+        out["note"] = f"compiled only: weights over {opts.gpu_run_max_mb:.0f} MiB are too slow to run on lavapipe"
+    return out
+
+
+def _graph_failures(info: dict, opts: ExportOptions) -> list[str]:
+    fails = []
+    v = info["verification"]
+    if not v["passed"]:
+        fails.append(f"{info['name']}: rel. L2 error {v['rel_l2']:.3g} > {v['threshold']:.3g}")
+    gpu = info.get("gpu")
+    if gpu and not gpu.get("skipped") and not opts.allow_cpu_fallback:
+        if not gpu["fully_accelerated"]:
+            fails.append(f"{info['name']}: not fully GPU-accelerated "
+                         f"(ops left to the CPU: {gpu['unsupported_ops'] or gpu['error']})")
+        elif gpu.get("numerics_passed") is False:
+            fails.append(f"{info['name']}: GPU output error {gpu['output_rel_l2']:.3g} > {gpu['output_threshold']:.3g}")
+    return fails
+
+
+def _graph_line(info: dict) -> str:
+    gpu = info.get("gpu")
+    gpu_s = ""
+    if gpu and not gpu.get("skipped"):
+        gpu_s = ", GPU: " + ("fully accelerated" if gpu["fully_accelerated"] else f"CPU ops {gpu['unsupported_ops']}")
+    return (f"{info['name']}: {info['size_bytes'] / 2**20:.1f} MiB, converted in {info['meta']['convert_seconds']:.1f}s, "
+            f"rel. L2 {info['verification']['rel_l2']:.2e}{gpu_s}")
+
+
+def _verify_settings(opts: ExportOptions) -> dict:
+    return dict(prompt=VERIFY_PROMPT, steps=opts.verify_steps, guidance=opts.verify_guidance, seed=0,
+                scheduler=opts.verify_scheduler)
+
+
+def _task_reference_image(job: _Job, chunks: list, pipe=None) -> dict:
+    from mobilesd.pipeline import HostPipeline
+
+    pipe = pipe or _load(job)
+    hp = HostPipeline.from_diffusers(pipe, [tuple(c) for c in chunks], job.opts.unet_batch, job.opts.height,
+                                     job.opts.width)
+    path = job.work / "reference.npy"
+    np.save(path, hp.generate(**_verify_settings(job.opts), output="float"))
+    return {"path": str(path)}
+
+
+def _task_graph_image(job: _Job, manifest: dict, pipe=None) -> dict:
+    from mobilesd.pipeline import GraphStages, HostPipeline
+    from mobilesd.tokenizer import load_clip_tokenizer
+
+    lat = manifest["latent"]
+    sched = json.loads((job.root / manifest["scheduler"]["config"]).read_text())
+    low_memory = _model_bytes(job.source) > ISOLATE_ABOVE_BYTES  # SD scale: one graph resident at a time
+    hp = HostPipeline(GraphStages(Bundle(job.root, manifest), low_memory=low_memory),
+                      load_clip_tokenizer(job.root / "tokenizer"), sched,
+                      (lat["channels"], lat["height"], lat["width"]))
+    path = job.work / "graphs.npy"
+    np.save(path, hp.generate(**_verify_settings(job.opts), output="float", progress=job.opts.progress))
+    return {"path": str(path)}
+
+
+def _end_to_end(got, ref, opts: ExportOptions, precision: str, manifest: dict) -> dict:
+    metrics = verify.image_metrics(got, ref)
+    threshold = verify.IMAGE_THRESHOLDS[precision]
+    return dict(metrics, threshold=threshold, passed=metrics["mean_abs"] <= threshold,
+                settings=_verify_settings(opts), runtime=manifest["graphs"][0]["format"])
 
 
 def _write_tokenizer(pipe, out: Path):
@@ -190,23 +430,21 @@ def _write_tokenizer(pipe, out: Path):
 
     tok = getattr(pipe, "tokenizer", None)
     if tok is not None and type(tok).__name__.startswith("CLIPTokenizer"):
-        # keep only the slow-tokenizer files the apps read (vocab.json + merges.txt + configs)
+        # keep the slow-tokenizer files the apps read (vocab.json + merges.txt + configs)
         tok.save_pretrained(str(out))
-        for extra in ("tokenizer.json",):
-            (out / extra).unlink(missing_ok=True)
-    else:
-        write_clip_tokenizer_files(out)
+        (out / "tokenizer.json").unlink(missing_ok=True)
     if not (out / "vocab.json").exists() or not (out / "merges.txt").exists():
         write_clip_tokenizer_files(out)
 
 
-def _manifest(pipe, source, opts, precision, chunks, graphs_info, components) -> dict:
+def _manifest_base(pipe, source, opts, precision, chunks) -> dict:
     from mobilesd.components import latent_shape
     from mobilesd.tokenizer import BOS_ID, EOS_ID
 
     c, h, w = latent_shape(pipe, opts.height, opts.width)
     factor = pipe.vae_scale_factor
     tok = pipe.tokenizer
+    chunk_names = ["unet"] if len(chunks) == 1 else [f"unet_chunk{k}" for k in range(len(chunks))]
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -217,9 +455,9 @@ def _manifest(pipe, source, opts, precision, chunks, graphs_info, components) ->
         "source": {
             "model": source,
             "prediction_type": pipe.scheduler.config.get("prediction_type", "epsilon"),
-            "unet_config": {k: v for k, v in dict(pipe.unet.config).items() if not k.startswith("_")
-                            and k in ("block_out_channels", "cross_attention_dim", "attention_head_dim",
-                                      "layers_per_block", "sample_size", "use_linear_projection")},
+            "unet_config": {k: v for k, v in dict(pipe.unet.config).items()
+                            if k in ("block_out_channels", "cross_attention_dim", "attention_head_dim",
+                                     "layers_per_block", "sample_size", "use_linear_projection")},
             "text_hidden_size": pipe.text_encoder.config.hidden_size,
         },
         "image": {"height": h * factor, "width": w * factor, "channels": 3, "layout": "NHWC",
@@ -233,44 +471,18 @@ def _manifest(pipe, source, opts, precision, chunks, graphs_info, components) ->
                       "pad_id": int(tok.pad_token_id if tok.pad_token_id is not None else EOS_ID),
                       "lowercase": True, "padding": "max_length"},
         "scheduler": {"config": "scheduler/scheduler_config.json", "default": "dpm",
-                      "supported": ["dpm", "euler", "ddim"], "train_timesteps": int(pipe.scheduler.config.num_train_timesteps)},
+                      "supported": ["dpm", "euler", "ddim"],
+                      "train_timesteps": int(pipe.scheduler.config.num_train_timesteps)},
         "cfg": {"unet_batch": opts.unet_batch, "batch_order": ["unconditional", "conditional"],
                 "default_guidance": 7.5, "negative_prompt_default": "",
                 "formula": "uncond + guidance * (cond - uncond)"},
-        "unet": {"chunks": [c.name for c in components if c.role == "unet"],
-                 "stage_ranges": [list(r) for r in chunks],
+        "unet": {"chunks": chunk_names, "stage_ranges": [list(r) for r in chunks],
                  "timestep": {"shape": [1], "dtype": "float32", "note": "raw scheduler timestep"}},
-        "graphs": graphs_info,
+        "graphs": [],
         "quantization": None,
         "verification": {
             "graph_thresholds": verify.GRAPH_THRESHOLDS, "image_thresholds": verify.IMAGE_THRESHOLDS,
             "gpu_threshold": verify.GPU_THRESHOLD,
-            "host": {"python": platform.python_version(), "machine": platform.machine(),
-                     "torch": torch.__version__},
+            "host": {"python": platform.python_version(), "machine": platform.machine(), "torch": torch.__version__},
         },
     }
-
-
-def _verify_end_to_end(root: Path, manifest: dict, pipe, opts: ExportOptions, precision: str) -> dict:
-    from mobilesd.pipeline import GraphStages, HostPipeline
-
-    bundle = Bundle(root, manifest)
-    chunks = [tuple(r) for r in manifest["unet"]["stage_ranges"]]
-    img = manifest["image"]
-    ref_pipe = HostPipeline.from_diffusers(pipe, chunks, opts.unet_batch, img["height"], img["width"])
-    lat = manifest["latent"]
-    graph_pipe = HostPipeline(GraphStages(bundle), pipe.tokenizer, dict(pipe.scheduler.config),
-                              (lat["channels"], lat["height"], lat["width"]))
-    kw = dict(prompt=VERIFY_PROMPT, steps=opts.verify_steps, guidance=opts.verify_guidance, seed=0,
-              scheduler=opts.verify_scheduler, output="float")
-    t0 = time.perf_counter()
-    ref = ref_pipe.generate(**kw)
-    t1 = time.perf_counter()
-    got = graph_pipe.generate(**kw, progress=opts.progress)
-    t2 = time.perf_counter()
-    metrics = verify.image_metrics(got, ref)
-    threshold = verify.IMAGE_THRESHOLDS[precision]
-    return dict(metrics, threshold=threshold, passed=metrics["mean_abs"] <= threshold,
-                settings={k: v for k, v in kw.items() if k != "output"},
-                runtime=manifest["graphs"][0]["format"],
-                torch_seconds=round(t1 - t0, 2), graphs_seconds=round(t2 - t1, 2))

@@ -33,6 +33,7 @@ class GpuCheckResult:
     adapter: str | None = None
     error: str | None = None
     seconds: float | None = None
+    peak_rss_bytes: int | None = None      # of the compile (+ run) process
     outputs: list[np.ndarray] | None = None   # when inputs were given and the graph compiled
 
     def to_dict(self) -> dict:
@@ -98,7 +99,8 @@ def check_gpu(tflite_path: str | Path, inputs: dict[str, np.ndarray] | None = No
         available=available,
         fully_accelerated=bool(child.get("compiled")) and bool(child.get("fully_accelerated")) and not log["unsupported"],
         unsupported_ops=sorted(log["unsupported"]), gpu_ops=log["gpu_ops"], cpu_ops=log["cpu_ops"],
-        adapter=log["adapter"], error=error, seconds=round(time.perf_counter() - start, 2), outputs=outputs)
+        adapter=log["adapter"], error=error, seconds=round(time.perf_counter() - start, 2),
+        peak_rss_bytes=child.get("peak_rss_bytes"), outputs=outputs)
 
 
 def _child(argv: list[str]) -> int:
@@ -120,26 +122,28 @@ def _child(argv: list[str]) -> int:
         if a.inputs:
             sig = model.get_signature_list()
             key = next(iter(sig))
-            idx = model.get_signature_index(key)
-            ins = model.create_input_buffers(idx)
-            outs = model.create_output_buffers(idx)
+            # buffers by name: the positional buffer order need not follow the signature's
+            ins = {name: model.create_input_buffer_by_name(key, name) for name in sig[key]["inputs"]}
+            outs = {name: model.create_output_buffer_by_name(key, name) for name in sig[key]["outputs"]}
             with np.load(a.inputs) as z:
-                for name, buf in zip(sig[key]["inputs"], ins):
+                for name, buf in ins.items():
                     buf.write(np.ascontiguousarray(z[name]))
-            model.run_by_index(idx, ins, outs)
+            model.run_by_name(key, ins, outs)
             details = model.get_output_tensor_details(key)
             arrays = {}
             names = sorted(sig[key]["outputs"], key=lambda s: int(re.sub(r"\D", "", s) or 0))
-            order = list(sig[key]["outputs"])
             for i, name in enumerate(names):
                 d = details[name]
                 shape = tuple(d["shape"])
                 dtype = np.dtype(d.get("dtype", np.float32))
-                arrays[f"out{i}"] = outs[order.index(name)].read(int(np.prod(shape)), dtype).reshape(shape)
+                arrays[f"out{i}"] = outs[name].read(int(np.prod(shape)), dtype).reshape(shape)
             np.savez(a.outputs, **arrays)
             res["ran"] = True
     except Exception as exc:  # reported to the parent, which decides what it means
         res["error"] = f"{type(exc).__name__}: {str(exc).strip()[:2000]}"
+    import resource
+
+    res["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     Path(a.result).write_text(json.dumps(res))
     sys.stderr.flush()
     os._exit(0)  # skip native teardown, which can be slow or noisy

@@ -57,12 +57,13 @@ def _check_pickle(paths: list[Path], allow_pickle: bool) -> None:
             "convert it to .safetensors, or pass --allow-pickle if you trust its source")
 
 
-def _check_pipeline(pipe, source: str):
+def _check_pipeline(pipe, source: str, skip: tuple = ()):
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     name = type(pipe).__name__
     unet = getattr(pipe, "unet", None)
-    if not isinstance(unet, UNet2DConditionModel) or not isinstance(getattr(pipe, "vae", None), AutoencoderKL):
+    if not isinstance(unet, UNet2DConditionModel) or (
+            "vae" not in skip and not isinstance(getattr(pipe, "vae", None), AutoencoderKL)):
         raise MobileSDError(f"{source} is a {name}, not a Stable Diffusion 1.x/2.x pipeline",
                             "pass an SD 1.x or 2.x model (UNet2DConditionModel + AutoencoderKL + CLIP)")
     cfg = unet.config
@@ -79,7 +80,8 @@ def _check_pipeline(pipe, source: str):
 
 
 def load_pipeline(model: str | Path | None = None, *, allow_pickle: bool = False,
-                  prediction_type: str | None = None, config: str | Path | None = None):
+                  prediction_type: str | None = None, config: str | Path | None = None,
+                  skip: tuple[str, ...] = ()):
     """A ``StableDiffusionPipeline`` in fp32 on the CPU.
 
     model: a diffusers folder, a single-file checkpoint (.safetensors; pickle only with
@@ -87,6 +89,7 @@ def load_pipeline(model: str | Path | None = None, *, allow_pickle: bool = False
     prediction_type: override the scheduler's (e.g. "v_prediction" for SD 2.x 768 single files).
     config: a diffusers folder (configs only are fine) describing a single-file checkpoint's
     architecture; by default it is inferred from the checkpoint's keys (SD 1.x or 2.x).
+    skip: components not to load ("text_encoder", "vae"), to save memory in export workers.
     """
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import logging as dlogging
@@ -98,6 +101,7 @@ def load_pipeline(model: str | Path | None = None, *, allow_pickle: bool = False
     source = str(model) if model is not None else str(default_model_path())
     path = Path(source).expanduser()
     kwargs = dict(dtype=torch.float32, safety_checker=None, requires_safety_checker=False)
+    kwargs.update({name: None for name in skip})
 
     if path.is_dir():
         pipe = _load_folder(path, allow_pickle, kwargs)
@@ -111,8 +115,10 @@ def load_pipeline(model: str | Path | None = None, *, allow_pickle: bool = False
 
     if prediction_type is not None:
         pipe.scheduler.register_to_config(prediction_type=prediction_type)
+    for name in skip:  # the single-file loader ignores None components: drop them here
+        setattr(pipe, name, None)
     pipe.set_progress_bar_config(disable=True)
-    return _check_pipeline(pipe, source)
+    return _check_pipeline(pipe, source, skip)
 
 
 def _load_folder(path: Path, allow_pickle: bool, kwargs: dict):

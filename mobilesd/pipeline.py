@@ -70,6 +70,7 @@ class TorchStages(Stages):
         self.text_encoder = TextEncoder(pipe.text_encoder).eval()
         chunks = chunks or [(0, len(unet_stages(pipe.unet)))]
         self.chunks = [UNetChunk(pipe.unet, a, b).eval() for a, b in chunks]
+        self.specs = [(c.input_names(), c.output_names(), c.aliases()) for c in self.chunks]
         self.decoder = VAEDecoder(pipe.vae).eval()
         self.unet_batch = unet_batch
 
@@ -79,12 +80,16 @@ class TorchStages(Stages):
 
     @torch.no_grad()
     def unet(self, sample, timestep, context, on_stage=None):
-        ctx = torch.from_numpy(context)
-        values = [torch.from_numpy(sample), torch.from_numpy(np.asarray(timestep, np.float32).reshape(1)), ctx]
-        for i, chunk in enumerate(self.chunks):
-            out = _timed(on_stage, f"unet_chunk_{i}", chunk, *values)
-            values = ([out] if chunk.last else list(out)) + ([] if chunk.last else [ctx])
-        return values[0].numpy()
+        from mobilesd.components import run_unet_chunks
+
+        def run(i, inputs):
+            out = self.chunks[i](**inputs)
+            return [out] if isinstance(out, torch.Tensor) else list(out)
+
+        out = run_unet_chunks(self.chunks, self.specs, torch.from_numpy(sample),
+                              torch.from_numpy(np.asarray(timestep, np.float32).reshape(1)),
+                              torch.from_numpy(context), run, on_stage)
+        return out.numpy()
 
     @torch.no_grad()
     def decode(self, latent):
@@ -92,37 +97,49 @@ class TorchStages(Stages):
 
 
 class GraphStages(Stages):
-    """Exported graphs of a bundle on a host runtime (ai-edge-litert or onnxruntime)."""
+    """Exported graphs of a bundle on a host runtime (ai-edge-litert or onnxruntime).
 
-    def __init__(self, bundle, threads: int | None = None):
-        from mobilesd.runtime.graphs import open_graph
+    ``low_memory``: open each graph only for its call and drop it afterwards, so one graph's weights are
+    resident at a time (export's verification run of SD-scale bundles); slower, as graphs load per call.
+    """
 
-        def session(g):
-            return open_graph(bundle.path(g["file"]), [i["name"] for i in g["inputs"]],
-                              [o["name"] for o in g["outputs"]], threads)
-
+    def __init__(self, bundle, threads: int | None = None, low_memory: bool = False):
+        self.bundle, self.threads, self.low_memory = bundle, threads, low_memory
         self.runtime = {"tflite": "tflite", "onnx": "onnx"}[bundle.graphs("unet")[0]["format"]]
-        self.text_encoder = session(bundle.graphs("text_encoder")[0])
-        self.chunk_specs = bundle.unet_graphs()
-        self.chunks = [session(g) for g in self.chunk_specs]
-        self.decoder = session(bundle.graphs("vae_decoder")[0])
+        self.graph_specs = {"text_encoder": bundle.graphs("text_encoder")[0],
+                            "vae_decoder": bundle.graphs("vae_decoder")[0]}
+        chunk_specs = bundle.unet_graphs()
+        self.chunk_names = [g["name"] for g in chunk_specs]
+        self.graph_specs.update({g["name"]: g for g in chunk_specs})
+        self.specs = [([i["name"] for i in g["inputs"]], [o["name"] for o in g["outputs"]],
+                       g["meta"].get("aliases", {})) for g in chunk_specs]
+        self.sessions = {} if low_memory else {name: self._open(name) for name in self.graph_specs}
         self.unet_batch = bundle.manifest["cfg"]["unet_batch"]
 
+    def _open(self, name):
+        from mobilesd.runtime.graphs import open_graph
+
+        g = self.graph_specs[name]
+        return open_graph(self.bundle.path(g["file"]), [i["name"] for i in g["inputs"]],
+                          [o["name"] for o in g["outputs"]], self.threads)
+
+    def _run(self, name, inputs):
+        sess = self.sessions.get(name) or self._open(name)
+        out = sess.run(inputs)
+        del sess
+        return out
+
     def encode(self, input_ids):
-        return self.text_encoder.run({"input_ids": np.asarray(input_ids, np.int32)})[0]
+        return self._run("text_encoder", {"input_ids": np.asarray(input_ids, np.int32)})[0]
 
     def unet(self, sample, timestep, context, on_stage=None):
-        values = {"sample": sample, "timestep": np.asarray(timestep, np.float32).reshape(1),
-                  "encoder_hidden_states": context}
-        out = None
-        for i, (spec, sess) in enumerate(zip(self.chunk_specs, self.chunks)):
-            out = _timed(on_stage, f"unet_chunk_{i}", sess.run, values)
-            values = dict(zip([o["name"] for o in spec["outputs"]], out))
-            values["encoder_hidden_states"] = context
-        return out[0]
+        from mobilesd.components import run_unet_chunks
+
+        return run_unet_chunks(self.chunk_names, self.specs, sample, np.asarray(timestep, np.float32).reshape(1),
+                               context, lambda i, inputs: self._run(self.chunk_names[i], inputs), on_stage)
 
     def decode(self, latent):
-        return self.decoder.run({"latent": latent})[0]
+        return self._run("vae_decoder", {"latent": latent})[0]
 
 
 class HostPipeline:

@@ -28,11 +28,11 @@ def tiny_pipe(tiny_model_dir):
 
 @pytest.fixture(scope="session")
 def android_bundle(tiny_model_dir, tmp_path_factory):
-    """fp16 TFLite bundle with the UNet in 2 chunks, GPU-checked, verified."""
+    """fp16 TFLite bundle with the UNet in 3 chunks (the middle one holds one up block only), GPU-checked."""
     from mobilesd.export import ExportOptions, export
 
     out = tmp_path_factory.mktemp("bundles") / "android"
-    return export(tiny_model_dir, out, ExportOptions(target="android", unet_chunks=2, progress=False))
+    return export(tiny_model_dir, out, ExportOptions(target="android", unet_chunks=3, progress=False))
 
 
 @pytest.fixture(scope="session")

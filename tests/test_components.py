@@ -3,26 +3,43 @@
 import pytest
 import torch
 
-from mobilesd.components import (UNetChunk, plan_unet_chunks, stage_weight_bytes, text_encoder_component,
-                                 unet_components, unet_stages, vae_decoder_component)
+from mobilesd.components import (UNetChunk, plan_unet_chunks, run_unet_chunks, stage_weight_bytes,
+                                 text_encoder_component, unet_components, unet_example_inputs, unet_stages,
+                                 vae_decoder_component)
 from mobilesd.errors import MobileSDError
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 5])
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 7])
 def test_chained_chunks_reproduce_the_whole_unet(tiny_pipe, n):
     plan = plan_unet_chunks(tiny_pipe.unet, n)
     assert len(plan) == n and plan[0][0] == 0 and plan[-1][1] == len(unet_stages(tiny_pipe.unet))
     assert all(a[1] == b[0] for a, b in zip(plan, plan[1:])), "chunks must be contiguous"
     comps = unet_components(tiny_pipe, plan, batch=2)
-    x = comps[0].example_inputs
+    x = unet_example_inputs(tiny_pipe, batch=2)
     with torch.no_grad():
         ref = tiny_pipe.unet(x["sample"], x["timestep"], x["encoder_hidden_states"]).sample
-    values = None
+    specs = [(c.module.input_names(), c.module.output_names(), c.module.aliases()) for c in comps]
+    out = run_unet_chunks(comps, specs, x["sample"], x["timestep"], x["encoder_hidden_states"],
+                          lambda i, inputs: comps[i].run(inputs))
+    assert torch.allclose(out, ref, atol=1e-5)
+    # the example inputs the converters see are exactly what the chain feeds each chunk
+    for c in comps[1:]:
+        assert set(c.example_inputs) == set(c.module.input_names())
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 7])
+def test_chunks_never_pass_inputs_through(tiny_pipe, n):
+    """The GPU delegate returns garbage for outputs that merely repeat an input, so none may exist, and each
+    chunk holds only its own stages' weights."""
+    comps = unet_components(tiny_pipe, plan_unet_chunks(tiny_pipe.unet, n))
+    made = {"sample", "timestep", "encoder_hidden_states"}
     for c in comps:
-        inputs = c.example_inputs if values is None else dict(
-            zip(c.module.input_names(), values + [x["encoder_hidden_states"]]))
-        values = c.run(inputs)
-    assert torch.allclose(values[0], ref, atol=1e-5)
+        ins, outs = set(c.module.input_names()), c.module.output_names()
+        assert not (ins - {"hidden"}) & set(outs), (c.name, ins, outs)
+        assert ins <= made, f"{c.name} reads {ins - made}, which no earlier chunk made"
+        made |= set(outs) | set(c.module.aliases())
+    total = sum(p.numel() for p in tiny_pipe.unet.parameters())
+    assert sum(sum(p.numel() for p in c.module.parameters()) for c in comps) == total
 
 
 def test_chunk_plan_balances_weight_bytes(tiny_pipe):
@@ -69,7 +86,12 @@ def test_text_encoder_and_decoder_match_diffusers(tiny_pipe):
     assert torch.allclose(dec.run(dec.example_inputs)[0], expected, atol=1e-6)
 
 
-def test_first_chunk_timestep_is_a_single_value(tiny_pipe):
-    chunk = UNetChunk(tiny_pipe.unet, 0, 2)
+def test_chunk_io_names(tiny_pipe):
+    chunk = UNetChunk(tiny_pipe.unet, 0, 2)  # stem + down_0 (cross-attention)
     assert chunk.input_names() == ["sample", "timestep", "encoder_hidden_states"]
-    assert chunk.output_names()[:2] == ["hidden", "temb"]
+    assert chunk.output_names() == ["hidden", "temb", "skip_0", "skip_1"]
+    assert chunk.aliases() == {"skip_2": "hidden"}  # down_0 ends on its downsampler, its last skip
+    stem = UNetChunk(tiny_pipe.unet, 0, 1)
+    assert stem.input_names() == ["sample", "timestep"] and stem.aliases() == {"skip_0": "hidden"}
+    head = UNetChunk(tiny_pipe.unet, 6, 7)
+    assert head.input_names() == ["hidden"] and head.output_names() == ["noise_pred"]

@@ -15,17 +15,19 @@ def test_android_bundle_layout_and_manifest(android_bundle):
     m = android_bundle.manifest
     root = android_bundle.root
     assert m["format_version"] == FORMAT_VERSION and m["target"] == "android" and m["precision"] == "fp16"
-    assert [g["name"] for g in m["graphs"]] == ["text_encoder", "unet_chunk0", "unet_chunk1", "vae_decoder"]
-    assert m["unet"]["chunks"] == ["unet_chunk0", "unet_chunk1"]
+    assert [g["name"] for g in m["graphs"]] == ["text_encoder", "unet_chunk0", "unet_chunk1", "unet_chunk2",
+                                                "vae_decoder"]
+    assert m["unet"]["chunks"] == ["unet_chunk0", "unet_chunk1", "unet_chunk2"]
     for rel, info in m["files"].items():  # every file listed, with its checksum
         assert sha256_file(root / rel) == info["sha256"]
     listed = set(m["files"]) | {"manifest.json"}
     assert {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} == listed
     assert {"tokenizer/vocab.json", "tokenizer/merges.txt", "scheduler/scheduler_config.json"} <= set(m["files"])
-    # chunk I/O chains by name
-    c0, c1 = android_bundle.unet_graphs()
-    assert [o["name"] for o in c0["outputs"]] == [i["name"] for i in c1["inputs"]][:-1]
-    assert c1["inputs"][-1]["name"] == "encoder_hidden_states"
+    # chunk I/O chains by name: every input was made by an earlier chunk (or is a pipeline input)
+    made = {"sample", "timestep", "encoder_hidden_states"}
+    for g in android_bundle.unet_graphs():
+        assert {i["name"] for i in g["inputs"]} <= made
+        made |= {o["name"] for o in g["outputs"]} | set(g["meta"]["aliases"])
     assert m["latent"]["scaling_factor"] == pytest.approx(0.18215)
     assert m["image"]["height"] == 16 and m["cfg"]["unet_batch"] == 2
     assert not list(root.parent.glob(".android.partial-*")), "no temporary folder left behind"

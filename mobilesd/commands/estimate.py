@@ -42,6 +42,20 @@ def _out_path(out: Path, device: str, many: bool) -> Path:
     return out.with_name(f"{out.stem}-{device}{out.suffix}") if many else out
 
 
+def _bundle_image_size(bundle: Path, plan, default: int) -> tuple[int, int]:
+    """(width, height) from the manifest's image block, else the decoder graph's last output."""
+    import json
+
+    image = json.loads((bundle / "manifest.json").read_text()).get("image") or {}
+    if image.get("width") and image.get("height"):
+        return int(image["width"]), int(image["height"])
+    for p in plan:
+        if p.stage == "vae_decoder" and p.graph.ops and len(p.graph.ops[-1].out_shape) == 4:
+            shp = p.graph.ops[-1].out_shape  # NHWC image (channels 3) or NCHW
+            return (shp[2], shp[1]) if shp[-1] in (3, 4) else (shp[3], shp[2])
+    return default, default
+
+
 def print_devices(console) -> None:
     from rich.table import Table
 
@@ -107,12 +121,7 @@ def run(args: argparse.Namespace) -> int:
         if args.bundle is not None:
             plan, bundle_info = roofline.bundle_plan(args.bundle, args.cfg)
             source = "tflite:" + ",".join(sorted({p.graph.source.split(":", 1)[1] for p in plan}))
-            width = height = None
-            for p in plan:  # image size from the decoder's output, else the UNet latent
-                if p.stage == "vae_decoder" and p.graph.ops:
-                    shp = max((o.out_shape for o in p.graph.ops if len(o.out_shape) == 4), key=lambda s: s[1] * s[2] if s else 0)
-                    height, width = (shp[1], shp[2]) if shp[-1] in (3, 4) else (shp[2], shp[3])
-            width, height = width or args.resolution, height or args.resolution
+            width, height = _bundle_image_size(args.bundle, plan, args.resolution)
             extra = []
         else:
             arch = args.model or "sd15"

@@ -32,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=d.scheduler,
                         help="scheduler (default %(default)s)")
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help="images per pipeline call")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's; 1 is as fast for the tiny model on a busy machine)")
     parser.add_argument("--out", default=None, help="write the table to OUT.md and OUT.json")
     parser.add_argument("--save-images", default=None, metavar="DIR", help="write a sample grid per model to DIR")
 
@@ -65,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
     settings = metrics.EvalSettings(n_prompts=args.prompts, seeds=parse_seeds(args.seeds), steps=args.steps,
                                     guidance=args.guidance, scheduler=args.scheduler, phrasings=args.phrasings,
                                     batch_size=args.batch_size)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
     model = Path(args.model) if args.model else DEFAULT_MODEL
     classifier = load_classifier(Path(args.classifier) if args.classifier else model / CLASSIFIER_SUBDIR)
     fp = metrics.load_fp_pipeline(model)

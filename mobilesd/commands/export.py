@@ -35,7 +35,6 @@ def add_arguments(p):
 
 def run(args) -> int:
     from mobilesd.export import export
-    from mobilesd.loading import load_pipeline
 
     opts = ExportOptions(target=args.target, precision=args.precision, unet_chunks=args.unet_chunks,
                          unet_max_mb=args.unet_max_mb, unet_batch=args.unet_batch, height=args.height,
@@ -43,12 +42,8 @@ def run(args) -> int:
                          skip_gpu_check=args.skip_gpu_check, verify_steps=args.verify_steps,
                          overwrite=args.overwrite, progress=not args.quiet)
     out = args.out or f"bundles/{args.target}"
-    pipe = None
-    if args.config or args.model is not None:
-        pipe = load_pipeline(args.model, allow_pickle=args.allow_pickle, prediction_type=args.prediction_type,
-                             config=args.config) if args.model is not None else None
-    bundle = export(args.model, out, opts, pipe=pipe, allow_pickle=args.allow_pickle,
-                    prediction_type=args.prediction_type)
+    bundle = export(args.model, out, opts, allow_pickle=args.allow_pickle, prediction_type=args.prediction_type,
+                    config=args.config)
     m = bundle.manifest
     print(f"\nbundle: {bundle.root}  id {m['bundle_id']}  ({m['target']}, {m['precision']})")
     print(f"{'graph':<16}{'MiB':>9}{'rel.L2':>11}{'GPU':>8}")

@@ -22,8 +22,8 @@ def run(args: argparse.Namespace) -> int:
 
     matplotlib.use("Agg")  # no display needed; plots are embedded as PNG
 
-    from mobilesd.latency.render import render_html, render_markdown, write_text_atomic
-    from mobilesd.latency.schema import load_report
+    from mobilesd.latency.render import render_html, render_markdown
+    from mobilesd.latency.schema import load_report, write_text_atomic
 
     if args.out is not None and args.out.suffix.lower() not in (".html", ".htm"):
         raise MobileSDError(f"--out {args.out} is not an .html file", "use e.g. --out report.html")

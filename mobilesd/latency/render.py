@@ -6,7 +6,7 @@ import base64
 import html
 import io
 
-from mobilesd.latency.schema import TARGET_SECONDS, end_to_end, now_iso, report_label, write_text_atomic  # noqa: F401
+from mobilesd.latency.schema import TARGET_SECONDS, end_to_end, now_iso, report_label
 
 TARGET_RES = (512, 512)
 COLORS = {"text_encoder": "#4C72B0", "unet": "#DD8452", "vae_decoder": "#55A868", "other": "#B0B0B0"}
@@ -54,12 +54,19 @@ def verdict(report: dict) -> tuple[bool, str]:
 
 # ------------------------------------------------------------------------------------------ plots
 
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+    _plt().close(fig)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -74,7 +81,7 @@ def _labels(reports: list[dict]) -> list[str]:
 
 
 def plot_stage_bars(reports: list[dict]) -> str:
-    import matplotlib.pyplot as plt
+    plt = _plt()
 
     labels = _labels(reports)
     fig, ax = plt.subplots(figsize=(9, 0.6 * len(reports) + 1.6))
@@ -106,7 +113,7 @@ def plot_stage_bars(reports: list[dict]) -> str:
 
 
 def plot_step_timeline(reports: list[dict]) -> str:
-    import matplotlib.pyplot as plt
+    plt = _plt()
 
     fig, ax = plt.subplots(figsize=(9, 3.6))
     drawn = 0
@@ -135,7 +142,7 @@ def plot_step_timeline(reports: list[dict]) -> str:
 
 def plot_estimate_vs_measured(reports: list[dict]) -> str:
     """End-to-end per device: estimate and measurement side by side, with the target line."""
-    import matplotlib.pyplot as plt
+    plt = _plt()
 
     groups: dict[str, dict[str, list[tuple[str, float]]]] = {}
     for lab, r in zip(_labels(reports), reports):

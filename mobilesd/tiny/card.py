@@ -25,6 +25,11 @@ def _params(path: Path) -> int:
         return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
 
 
+def _threads(training: dict) -> str:
+    n = training["machine"]["threads"]
+    return f"{n} thread" + ("s" if n != 1 else "")
+
+
 def _mmss(seconds: float) -> str:
     return f"{int(seconds // 60)} min {int(round(seconds % 60)):02d} s"
 
@@ -76,7 +81,7 @@ image = pipe("a handwritten number seven", num_inference_steps={s['steps']}, gui
 | FID-style distance (classifier features) | **{fp['fid']:.3f}** (held-out real digits: {real['fid']:.3f}) |
 | digit classifier, held-out real digits | **{100 * clf_acc:.2f}%** ({phases['classifier']['heldout_images']} images) |
 | VAE reconstruction PSNR, held-out digits | {phases['vae']['heldout_recon_psnr_db']} dB |
-| training time | {_mmss(training['total_seconds'])} on {training['machine']['threads']} CPU threads |
+| training time | {_mmss(training['total_cpu_seconds'])} of CPU time, {_threads(training)} ({_mmss(training['total_seconds'])} wall on a shared machine) |
 | size on disk | {mb(total)} |
 
 Evaluation (`mobilesd eval --model assets/tiny-digits-sd`): {s['n_prompts']} prompts (every held-out
@@ -100,19 +105,20 @@ same number of images (the held-out real row uses {real['images'] if real else '
   held-out templates ({held}), with number words and numerals. Every held-out token occurs in training,
   in other combinations. {int(100 * cfg['cond_drop'])}% of training prompts are empty, for
   classifier-free guidance.
-* Phase 1, VAE ({_mmss(phases['vae']['seconds'])}): `AutoencoderKL`, blocks {list(VAE_CONFIG['block_out_channels'])},
+* Phase 1, VAE ({_mmss(phases['vae']['cpu_seconds'])} CPU): `AutoencoderKL`, blocks {list(VAE_CONFIG['block_out_channels'])},
   factor 4 (32x32x3 -> 4x8x8), {params['vae']:,} parameters; L1 + L2 + {cfg['kl_weight']} x KL,
   {cfg['vae_steps']} steps of batch {cfg['vae_batch']}, light affine jitter. `scaling_factor` =
   1 / std of the train latents = {phases['vae']['scaling_factor']}.
-* Phase 2, classifier ({_mmss(phases['classifier']['seconds'])}): a 3-conv CNN on grayscale 32x32,
+* Phase 2, classifier ({_mmss(phases['classifier']['cpu_seconds'])} CPU): a 3-conv CNN on grayscale 32x32,
   {params['classifier']:,} parameters, {cfg['clf_steps']} steps of batch {cfg['clf_batch']} with affine jitter and noise;
   in `classifier/` (safetensors + config.json, loaded by `mobilesd.tiny.classifier.load_classifier`).
-* Phase 3, text encoder + UNet together ({_mmss(phases['text_unet']['seconds'])}): `CLIPTextModel`
+* Phase 3, text encoder + UNet together ({_mmss(phases['text_unet']['cpu_seconds'])} CPU): `CLIPTextModel`
   (hidden {TEXT_CONFIG['hidden_size']}, {TEXT_CONFIG['num_hidden_layers']} layers, {TEXT_CONFIG['num_attention_heads']} heads,
   77 positions, vocabulary 49,408; {params['text_encoder']:,} parameters, most of them the token
   embedding) and `UNet2DConditionModel` (blocks {list(UNET_CONFIG['block_out_channels'])},
   {', '.join(UNET_CONFIG['down_block_types'])} / {UNET_CONFIG['mid_block_type']}, {params['unet']:,} parameters),
   both from scratch, epsilon prediction on SD's schedule (scaled_linear 0.00085-0.012, 1000 steps),
+  loss weighted by min(SNR, {cfg['min_snr_gamma']}) / SNR,
   {cfg['unet_steps']} steps of batch {cfg['unet_batch']}, AdamW lr {cfg['unet_lr']} (warm-up, cosine), EMA {cfg['ema_decay']}
   (the EMA weights are saved). Final loss {phases['text_unet']['final_loss']:.4f}.
 * Weights are stored as fp16 safetensors and load as fp32 (diffusers upcasts; the text encoder's
@@ -120,7 +126,8 @@ same number of images (the held-out real row uses {real['images'] if real else '
   Sizes: text encoder {mb(sizes['text_encoder'])}, UNet {mb(sizes['unet'])}, VAE {mb(sizes['vae'])},
   tokenizer {mb(sizes['tokenizer'])}, classifier {mb(sizes['classifier'])}.
 * Machine: Python {training['machine']['python']}, torch {training['machine']['torch']},
-  {training['machine']['threads']} threads, {training['machine']['processor']}. `training.json` holds the full log.
+  {_threads(training)}, {training['machine']['processor']} ({training['machine']['cores']} cores).
+  `training.json` holds the full log, `metrics.json` the evaluation.
 
 ## Reproducing
 

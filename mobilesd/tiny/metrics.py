@@ -23,13 +23,12 @@ import numpy as np
 from mobilesd.errors import MobileSDError
 from mobilesd.tiny import data
 
+# The host pipeline's names (mobilesd.pipeline.SCHEDULERS), so every generator accepts the same ones.
 SCHEDULERS = {
     "dpm": "DPMSolverMultistepScheduler",
     "euler": "EulerDiscreteScheduler",
-    "euler_a": "EulerAncestralDiscreteScheduler",
     "ddim": "DDIMScheduler",
     "pndm": "PNDMScheduler",
-    "lms": "LMSDiscreteScheduler",
 }
 
 GenerateFn = Callable[[list[str], list[int], int, float, str], np.ndarray]
@@ -59,7 +58,7 @@ class EvalSettings:
     n_prompts: int = 60          # prompts taken from the phrasing set (60 = every held-out phrasing x digit)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
     steps: int = 20
-    guidance: float = 5.0
+    guidance: float = 3.0
     scheduler: str = "dpm"
     phrasings: str = "heldout"   # or "train"
     batch_size: int = 64
@@ -149,16 +148,22 @@ def host_generator(host, name: str, source: str) -> Generator:
 
 
 def bundle_generator(bundle: str | Path, runtime: str | None = None) -> Generator:
+    """A bundle run on this machine by the host pipeline; ``runtime`` None = the format of its graphs."""
     try:
+        from mobilesd.bundle import load_bundle
         from mobilesd.pipeline import HostPipeline
     except ModuleNotFoundError as exc:
-        if exc.name != "mobilesd.pipeline":
+        if exc.name not in ("mobilesd.pipeline", "mobilesd.bundle"):
             raise
         raise MobileSDError("evaluating a bundle needs mobilesd.pipeline (HostPipeline), which is not built yet",
                             "evaluate the model with --model, or wait for the foundation's host runtime") from None
-    host = HostPipeline.from_bundle(bundle, runtime=runtime) if runtime else HostPipeline.from_bundle(bundle)
-    label = f"bundle ({runtime})" if runtime else "bundle"
-    return host_generator(host, label, str(bundle))
+    if runtime is None:
+        runtime = load_bundle(bundle).graphs("unet")[0]["format"]
+        if runtime not in ("tflite", "onnx"):
+            raise MobileSDError(f"bundle {bundle} holds {runtime} graphs, which do not run on this machine",
+                                "pass --runtime torch to run its source model, or evaluate an android/onnx bundle")
+    host = HostPipeline.from_bundle(bundle, runtime=runtime)
+    return host_generator(host, f"bundle ({runtime})", str(bundle))
 
 
 def quantized_generator(quantized: str | Path, fp_pipe, batch_size: int = 64) -> Generator:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL = REPO_ROOT / "assets" / "tiny-digits-sd"
+# assets/tiny-digits-sd: the default --model of every command
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "assets" / "tiny-digits-sd"
 CLASSIFIER_SUBDIR = "classifier"
 
 TEXT_CONFIG = dict(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import platform
 import shutil
 import time
@@ -32,26 +33,22 @@ from mobilesd.tiny.model import (CLASSIFIER_SUBDIR, build_text_encoder, build_un
 @dataclass
 class TrainConfig:
     seed: int = 0
-    threads: int = 2
-    vae_steps: int = 1500
+    threads: int = 1
+    vae_steps: int = 1000
     vae_batch: int = 64
     vae_lr: float = 1e-3
     kl_weight: float = 1e-3
     clf_steps: int = 1500
     clf_batch: int = 128
     clf_lr: float = 2e-3
-    unet_steps: int = 4000
+    unet_steps: int = 2500
     unet_batch: int = 128
     unet_lr: float = 1e-3
     warmup: int = 200
-    ema_decay: float = 0.999
+    ema_decay: float = 0.995
+    min_snr_gamma: float = 5.0   # loss weight min(SNR, gamma) / SNR: less weight on nearly clean steps
     cond_drop: float = 0.1
     checkpoint_every: int = 500
-    # settings of the evaluation written into the model card
-    eval_seeds: int = 4
-    eval_steps: int = 20
-    eval_guidance: float = 5.0
-    eval_scheduler: str = "dpm"
 
 
 def _lr(step: int, total: int, base: float, warmup: int) -> float:
@@ -95,15 +92,29 @@ class _Run:
     def done(self, phase: str) -> bool:
         return bool(self.state["phases"].get(phase, {}).get("done"))
 
-    def finish(self, phase: str, seconds: float, **info) -> None:
-        prev = self.state["phases"].get(phase, {})
-        self.state["phases"][phase] = dict(info, done=True, seconds=round(prev.get("seconds", 0) + seconds, 1))
+    def finish(self, phase: str, clock: "_Clock", **info) -> None:
+        self.add_time(phase, clock)
+        self.state["phases"][phase].update(info, done=True)
         self.save_state()
 
-    def add_time(self, phase: str, seconds: float) -> None:
+    def add_time(self, phase: str, clock: "_Clock") -> None:
+        """Accumulate wall and CPU seconds (CPU time of one thread ~ wall time on an idle machine)."""
         p = self.state["phases"].setdefault(phase, {})
-        p["seconds"] = round(p.get("seconds", 0) + seconds, 1)
+        wall, cpu = clock.lap()
+        p["seconds"] = round(p.get("seconds", 0) + wall, 1)
+        p["cpu_seconds"] = round(p.get("cpu_seconds", 0) + cpu, 1)
         self.save_state()
+
+
+class _Clock:
+    def __init__(self):
+        self.wall, self.cpu = time.time(), time.process_time()
+
+    def lap(self) -> tuple[float, float]:
+        wall, cpu = time.time(), time.process_time()
+        out = (wall - self.wall, cpu - self.cpu)
+        self.wall, self.cpu = wall, cpu
+        return out
 
 
 # ---------------------------------------------------------------- phase 1: VAE
@@ -215,6 +226,8 @@ def train_text_unet(cfg: TrainConfig, vae, ckpt_dir: Path, run: _Run | None = No
     text_encoder, unet = build_text_encoder(), build_unet()
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + 33)
     noise_sched = DDPMScheduler.from_config(scheduler_config())
+    snr = noise_sched.alphas_cumprod / (1 - noise_sched.alphas_cumprod)
+    weight = (snr.clamp(max=cfg.min_snr_gamma) / snr) if cfg.min_snr_gamma > 0 else torch.ones_like(snr)
 
     x_train, y_train = data.load_split("train")
     lat_mean, lat_std = encode_posterior(vae, x_train)
@@ -249,7 +262,7 @@ def train_text_unet(cfg: TrainConfig, vae, ckpt_dir: Path, run: _Run | None = No
     bar = tqdm(range(start, cfg.unet_steps), desc="text+unet", initial=start, total=cfg.unet_steps,
                dynamic_ncols=True)
     avg = losses[-1] if losses else None
-    t0 = time.time()
+    clock = _Clock()
     for step in bar:
         _set_lr(opt, _lr(step, cfg.unet_steps, cfg.unet_lr, cfg.warmup))
         b = cfg.unet_batch
@@ -264,7 +277,7 @@ def train_text_unet(cfg: TrainConfig, vae, ckpt_dir: Path, run: _Run | None = No
         # encode each distinct prompt once per step, then gather
         hidden = text_encoder(ids).last_hidden_state[row]
         pred = unet(zt, t, encoder_hidden_states=hidden).sample
-        loss = F.mse_loss(pred, noise)
+        loss = (weight[t] * (pred - noise).pow(2).mean((1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
@@ -282,8 +295,7 @@ def train_text_unet(cfg: TrainConfig, vae, ckpt_dir: Path, run: _Run | None = No
                             opt=opt.state_dict(), gen=gen.get_state(), step=step + 1, losses=losses), tmp)
             tmp.replace(ckpt_path)
             if run is not None:
-                run.add_time("text_unet", time.time() - t0)
-                t0 = time.time()
+                run.add_time("text_unet", clock)
     # the EMA weights are the model
     with torch.no_grad():
         for k, p in params.items():
@@ -294,6 +306,25 @@ def train_text_unet(cfg: TrainConfig, vae, ckpt_dir: Path, run: _Run | None = No
 
 
 # ---------------------------------------------------------------- the whole run
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def command_line(cfg: TrainConfig, out: str = "assets/tiny-digits-sd") -> str:
+    """The command that reproduces ``cfg`` (options left at their defaults are omitted)."""
+    d = TrainConfig()
+    flags = {"threads": "--threads", "vae_steps": "--vae-steps", "clf_steps": "--classifier-steps",
+             "unet_steps": "--unet-steps"}
+    extra = "".join(f" {flag} {getattr(cfg, k)}" for k, flag in flags.items() if getattr(cfg, k) != getattr(d, k))
+    return f"mobilesd train-tiny --out {out} --seed {cfg.seed}{extra} --force"
+
 
 def train(out: str | Path, cfg: TrainConfig | None = None, resume: bool = False, force: bool = False,
           evaluate: bool = True, log=print) -> Path:
@@ -307,19 +338,19 @@ def train(out: str | Path, cfg: TrainConfig | None = None, resume: bool = False,
     ck = run.ckpt
 
     if not run.done("vae"):
-        t0 = time.time()
+        clock = _Clock()
         vae, info = train_vae(cfg, log)
         vae.save_pretrained(str(ck / "vae"), safe_serialization=True)
-        run.finish("vae", time.time() - t0, **info)
+        run.finish("vae", clock, **info)
     from diffusers import AutoencoderKL
 
     vae = AutoencoderKL.from_pretrained(str(ck / "vae")).eval()
 
     if not run.done("classifier"):
-        t0 = time.time()
+        clock = _Clock()
         clf, info = train_classifier(cfg, log)
         clf.save(ck / "classifier")
-        run.finish("classifier", time.time() - t0, **info)
+        run.finish("classifier", clock, **info)
     clf = load_classifier(ck / "classifier")
 
     if not run.done("text_unet"):
@@ -340,12 +371,13 @@ def train(out: str | Path, cfg: TrainConfig | None = None, resume: bool = False,
     save_pipeline(model_dir, te.eval(), unet.eval(), vae)
     clf.save(model_dir / CLASSIFIER_SUBDIR)
     training = dict(
-        command=f"mobilesd train-tiny --out {out} --seed {cfg.seed}",
+        command=command_line(cfg),
         config=dataclasses.asdict(cfg),
         phases=run.state["phases"],
         total_seconds=round(sum(p.get("seconds", 0) for p in run.state["phases"].values()), 1),
+        total_cpu_seconds=round(sum(p.get("cpu_seconds", 0) for p in run.state["phases"].values()), 1),
         machine=dict(python=platform.python_version(), torch=torch.__version__, threads=cfg.threads,
-                     processor=platform.processor() or platform.machine()),
+                     processor=_cpu_name(), cores=os.cpu_count()),
     )
     (model_dir / "training.json").write_text(json.dumps(training, indent=2) + "\n")
 
@@ -353,9 +385,11 @@ def train(out: str | Path, cfg: TrainConfig | None = None, resume: bool = False,
         from mobilesd.tiny.card import write_model_card
         from mobilesd.tiny.metrics import EvalSettings, evaluate_model
 
-        settings = EvalSettings(seeds=list(range(cfg.eval_seeds)), steps=cfg.eval_steps,
-                                guidance=cfg.eval_guidance, scheduler=cfg.eval_scheduler)
-        result = evaluate_model(model_dir, settings, samples_png=model_dir / "samples.png")
+        # the defaults of `mobilesd eval`, so that running it on the asset reproduces the card
+        clock = _Clock()
+        result = evaluate_model(model_dir, EvalSettings(), samples_png=model_dir / "samples.png")
+        training["eval_seconds"] = round(clock.lap()[0], 1)
+        (model_dir / "training.json").write_text(json.dumps(training, indent=2) + "\n")
         (model_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
         write_model_card(model_dir, training, result)
 
