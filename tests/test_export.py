@@ -140,3 +140,32 @@ def test_cli_export_error_message(tmp_path, capsys):
     rc = main(["export", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "b"), "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2 and "does not exist" in err and "fix:" in err
+
+
+def test_isolated_export_in_worker_processes(tiny_model_dir, tmp_path, onnx_bundle):
+    """SD-scale exports run each step in its own process (memory); the result must equal the in-process one."""
+    b = export(tiny_model_dir, tmp_path / "iso", ExportOptions(target="onnx", isolate=True, progress=False))
+    m = b.manifest
+    assert m["export_isolated"] and "convert[1]" in m["export_peak_rss_bytes"]
+    assert all(v > 0 for v in m["export_peak_rss_bytes"].values())
+    ref = {g["name"]: g["verification"]["rel_l2"] for g in onnx_bundle.manifest["graphs"]}
+    assert {g["name"]: g["verification"]["rel_l2"] for g in m["graphs"]} == pytest.approx(ref, rel=1e-6, abs=1e-9)
+    assert m["verification"]["end_to_end"]["mean_abs"] == pytest.approx(
+        onnx_bundle.manifest["verification"]["end_to_end"]["mean_abs"], abs=1e-7)
+    _assert_nothing_left(tmp_path, "nothing")  # no stray temp folders
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".iso.")]
+
+
+def test_readme_main_command_on_the_default_model(tmp_path, monkeypatch, capsys):
+    """`mobilesd export --target android` on the bundled default model: every graph verified, fully on the GPU."""
+    from mobilesd.cli import main
+    from mobilesd.loading import DEFAULT_MODEL
+
+    assert (DEFAULT_MODEL / "model_index.json").exists(), "the default model (assets/) is missing"
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "--target", "android", "--quiet"]) == 0
+    b = load_bundle(tmp_path / "bundles" / "android")
+    m = b.manifest
+    assert m["source"]["model"] == str(DEFAULT_MODEL) and m["verification"]["passed"]
+    assert all(g["gpu"]["fully_accelerated"] for g in m["graphs"] if not g["gpu"].get("skipped"))
+    assert "end-to-end image vs PyTorch" in capsys.readouterr().out

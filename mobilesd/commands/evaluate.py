@@ -32,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=d.scheduler,
                         help="scheduler (default %(default)s)")
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help="images per pipeline call")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's; 1 is as fast for the tiny model on a busy machine)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads (default %(default)s: the tiny model's ops are too small to gain from more, "
+                             "and on a busy machine extra threads mostly spin)")
     parser.add_argument("--out", default=None, help="write the table to OUT.md and OUT.json")
     parser.add_argument("--save-images", default=None, metavar="DIR", help="write a sample grid per model to DIR")
 
@@ -67,10 +68,11 @@ def run(args: argparse.Namespace) -> int:
     settings = metrics.EvalSettings(n_prompts=args.prompts, seeds=parse_seeds(args.seeds), steps=args.steps,
                                     guidance=args.guidance, scheduler=args.scheduler, phrasings=args.phrasings,
                                     batch_size=args.batch_size)
-    if args.threads is not None:
-        import torch
+    if args.threads < 1:
+        raise MobileSDError("--threads must be at least 1", "e.g. --threads 1")
+    import torch
 
-        torch.set_num_threads(max(1, args.threads))
+    torch.set_num_threads(args.threads)
     model = Path(args.model) if args.model else DEFAULT_MODEL
     classifier = load_classifier(Path(args.classifier) if args.classifier else model / CLASSIFIER_SUBDIR)
     fp = metrics.load_fp_pipeline(model)
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         gen.name = f"quantized {Path(q).name}"
         generators.append(gen)
     for b in args.bundle:
-        gen = metrics.bundle_generator(b, args.runtime)
+        gen = metrics.bundle_generator(b, args.runtime, threads=args.threads)
         gen.name = f"{gen.name} {Path(b).name}"
         generators.append(gen)
 

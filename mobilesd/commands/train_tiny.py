@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "and renamed when complete")
     parser.add_argument("--seed", type=int, default=d.seed, help="training seed (default %(default)s)")
     parser.add_argument("--threads", type=int, default=d.threads,
-                        help="torch CPU threads; results are bit-identical only for the same count (default %(default)s)")
+                        help="torch CPU threads; weights are bit-identical only for the same count "
+                             "(default %(default)s)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.partial/")
     parser.add_argument("--force", action="store_true", help="replace OUT if it exists")
     parser.add_argument("--no-eval", action="store_true", help="skip the evaluation and the model card")

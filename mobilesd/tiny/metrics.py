@@ -147,7 +147,7 @@ def host_generator(host, name: str, source: str) -> Generator:
     return Generator(name, source, fn)
 
 
-def bundle_generator(bundle: str | Path, runtime: str | None = None) -> Generator:
+def bundle_generator(bundle: str | Path, runtime: str | None = None, threads: int | None = None) -> Generator:
     """A bundle run on this machine by the host pipeline; ``runtime`` None = the format of its graphs."""
     try:
         from mobilesd.bundle import load_bundle
@@ -162,7 +162,7 @@ def bundle_generator(bundle: str | Path, runtime: str | None = None) -> Generato
         if runtime not in ("tflite", "onnx"):
             raise MobileSDError(f"bundle {bundle} holds {runtime} graphs, which do not run on this machine",
                                 "pass --runtime torch to run its source model, or evaluate an android/onnx bundle")
-    host = HostPipeline.from_bundle(bundle, runtime=runtime)
+    host = HostPipeline.from_bundle(bundle, runtime=runtime, threads=threads)
     return host_generator(host, f"bundle ({runtime})", str(bundle))
 
 
@@ -278,21 +278,6 @@ def evaluate(generators: list[Generator], classifier, settings: EvalSettings, lo
                 rows=rows, images=images_of, digits=digits)
 
 
-def evaluate_model(model: str | Path, settings: EvalSettings | None = None, samples_png: str | Path | None = None,
-                   log=print) -> dict:
-    """Evaluate a full-precision digits model folder with its own classifier (used by train-tiny for the card)."""
-    from mobilesd.tiny.classifier import load_classifier
-    from mobilesd.tiny.model import CLASSIFIER_SUBDIR
-
-    settings = settings or EvalSettings()
-    clf = load_classifier(Path(model) / CLASSIFIER_SUBDIR)
-    pipe = load_fp_pipeline(model)
-    result = evaluate([pipeline_generator(pipe, "fp32", str(model), settings.batch_size)], clf, settings, log)
-    if samples_png is not None:
-        save_grid(result["images"]["fp32"], result["digits"], samples_png)
-    return strip_images(result)
-
-
 def strip_images(result: dict) -> dict:
     return {k: v for k, v in result.items() if k not in ("images", "digits")}
 
@@ -321,8 +306,9 @@ def _fmt(v, pct: bool = False, digits: int = 2) -> str:
 
 def render_markdown(result: dict) -> str:
     s = result["settings"]
+    phrasings = "held-out" if s["phrasings"] == "heldout" else "training"
     lines = [
-        f"Prompts: {s['n_prompts']} {s['phrasings']} phrasings x {len(s['seeds'])} seeds = {s['n_images']} images; "
+        f"Prompts: {s['n_prompts']} {phrasings} phrasings x {len(s['seeds'])} seeds = {s['n_images']} images; "
         f"{s['steps']} steps, guidance {s['guidance']}, scheduler {s['scheduler']}. "
         f"FID-style distance: {s['fid_reference']}.",
         "",
@@ -331,14 +317,15 @@ def render_markdown(result: dict) -> str:
     ]
     for r in result["rows"]:
         if r.get("reference"):
-            fid_cols = ["ref", "ref", "ref"]
+            paired = ["ref", "ref", "ref"]
         elif "mae" in r:
-            fid_cols = ["identical" if r["psnr_db"] is None else _fmt(r["psnr_db"]), _fmt(r["mae"]),
-                        _fmt(r.get("label_agreement"), pct=True)]
+            paired = ["identical" if r["psnr_db"] is None else _fmt(r["psnr_db"]), _fmt(r["mae"], digits=3),
+                      _fmt(r.get("label_agreement"), pct=True)]
         else:
-            fid_cols = ["-", "-", "-"]
-        lines.append(f"| {r['name']} | {r['images']} | {_fmt(r['prompt_accuracy'], pct=True)} | {_fmt(r['fid'], digits=3)} | "
-                     + " | ".join(fid_cols) + f" | {_fmt(r.get('seconds_per_image'), digits=3)} |")
+            paired = ["-", "-", "-"]
+        cols = [r["name"], str(r["images"]), _fmt(r["prompt_accuracy"], pct=True), _fmt(r["fid"], digits=3),
+                *paired, _fmt(r.get("seconds_per_image"), digits=3)]
+        lines.append("| " + " | ".join(cols) + " |")
     lines += ["", "Per-class prompt accuracy:", "",
               "| model | " + " | ".join(str(d) for d in range(10)) + " |",
               "|---|" + "---:|" * 10]
