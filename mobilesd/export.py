@@ -106,7 +106,12 @@ def export(model=None, out: str | Path = "bundle", options: ExportOptions | None
         raise MobileSDError("--verify-steps must be at least 1", "verification is part of every export")
     out = Path(out)
     check_output_dir(out, opts.overwrite)  # fail before the slow part
-    source = str(model) if model is not None else str(default_model_path())
+    if model is not None:
+        source = str(model)
+    elif pipe is not None:
+        source = "<in-memory pipeline>"  # nothing to reload: --runtime torch then needs --model
+    else:
+        source = str(default_model_path())
     isolate = opts.isolate if opts.isolate is not None else (
         pipe is None and Path(source).exists() and _model_bytes(source) > ISOLATE_ABOVE_BYTES)
     load = dict(allow_pickle=allow_pickle, prediction_type=prediction_type,

@@ -186,6 +186,9 @@ class HostPipeline:
             from mobilesd.loading import load_pipeline
 
             src = model or m["source"]["model"]
+            if src.startswith("<"):
+                raise MobileSDError("this bundle was exported from an in-memory pipeline: --runtime torch has no "
+                                    "source model to load", "pass --model DIR (the model the bundle came from)")
             pipe = load_pipeline(src, prediction_type=m["source"]["prediction_type"])
             chunks = [tuple(g["meta"]["stage_range"]) for g in bundle.unet_graphs()]
             stages: Stages = TorchStages(pipe, chunks, m["cfg"]["unet_batch"])

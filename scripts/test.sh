@@ -3,7 +3,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 args=("$@")
-if [ ${#args[@]} -eq 0 ]; then args=(-m "not slow"); fi
+# slow tests only when asked for with -m
+case " $* " in *" -m "*) ;; *) args=(-m "not slow" "${args[@]}") ;; esac
 .venv/bin/python -m pytest "${args[@]}"
 rc=$?
 # pytest exits 5 when no test was collected: that is a failure of the suite, say so.

@@ -112,11 +112,13 @@ def test_bench_cli_errors(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory):
-    from mobilesd.architectures import build_random_pipeline
+    from mobilesd.architectures import save_random_pipeline
     from mobilesd.export import ExportOptions, export
 
-    out = tmp_path_factory.mktemp("bench") / "bundle"
-    export(pipe=build_random_pipeline("tiny"), out=out,
+    root = tmp_path_factory.mktemp("bench")
+    model = save_random_pipeline(root / "model", "tiny")  # a path: --runtime torch reloads the source model
+    out = root / "bundle"
+    export(model, out=out,
            options=ExportOptions(target="android", skip_gpu_check=True, progress=False, unet_chunks=2))
     return out
 
