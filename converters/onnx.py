@@ -35,11 +35,14 @@ class OnnxConverter(Converter):
         path = out_dir / f"{component.name}{self.suffix}"
         external = component.weight_bytes() > _EXTERNAL_DATA_BYTES
         float_path = path if precision == "fp32" else out_dir / f".{component.name}.float.onnx"
+        # ONNX names must be unique across a graph: a UNet chunk reads and writes `hidden`, so the file's
+        # output is `hidden_out`. The manifest keeps the bundle-wide names; runtimes read outputs by position.
+        file_outputs = [f"{n}_out" if n in component.example_inputs else n for n in component.output_names]
         try:
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
                 warnings.simplefilter("ignore")
                 torch.onnx.export(module, args=(), kwargs=dict(component.example_inputs), f=str(float_path),
-                                  input_names=list(component.example_inputs), output_names=component.output_names,
+                                  input_names=list(component.example_inputs), output_names=file_outputs,
                                   opset_version=self.opset, dynamo=True, external_data=external,
                                   optimize=True, verbose=False)
         except Exception as exc:
@@ -61,4 +64,4 @@ class OnnxConverter(Converter):
             inputs=[TensorSpec.of(k, v) for k, v in component.example_inputs.items()],
             outputs=[TensorSpec.of(n, o) for n, o in zip(component.output_names, outputs)],
             size_bytes=size, passes=list(self.passes),
-            meta=dict(component.meta, external_data=data.name if data.exists() else None))
+            meta=dict(component.meta, external_data=data.name if data.exists() else None, file_output_names=file_outputs))

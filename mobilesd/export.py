@@ -373,6 +373,9 @@ def _graph_failures(info: dict, opts: ExportOptions) -> list[str]:
     v = info["verification"]
     if not v["passed"]:
         fails.append(f"{info['name']}: rel. L2 error {v['rel_l2']:.3g} > {v['threshold']:.3g}")
+    if opts.unet_max_mb and info["role"] == "unet" and info["size_bytes"] > opts.unet_max_mb * 2**20:
+        fails.append(f"{info['name']}: the file is {info['size_bytes'] / 2**20:.1f} MiB, over --unet-max-mb "
+                     f"{opts.unet_max_mb:g}")
     gpu = info.get("gpu")
     if gpu and not gpu.get("skipped") and not opts.allow_cpu_fallback:
         if not gpu["fully_accelerated"]:

@@ -127,6 +127,17 @@ def test_bad_requests(tiny_model_dir, tmp_path):
     _assert_nothing_left(tmp_path, "b")
 
 
+def test_unet_size_limit_holds_for_the_files(tiny_model_dir, tmp_path):
+    from mobilesd.components import stage_weight_bytes
+    from mobilesd.loading import load_pipeline
+
+    limit_mb = max(stage_weight_bytes(load_pipeline(tiny_model_dir).unet)) * 1.3 / 2**20  # fp32 graphs
+    b = export(tiny_model_dir, tmp_path / "lim", ExportOptions(target="onnx", unet_max_mb=limit_mb, verify_steps=1,
+                                                               progress=False))
+    chunks = b.unet_graphs()
+    assert len(chunks) > 1 and all(g["size_bytes"] <= limit_mb * 2**20 for g in chunks)
+
+
 def test_non_square_image_size(tiny_model_dir, tmp_path):
     b = export(tiny_model_dir, tmp_path / "rect", ExportOptions(target="onnx", height=24, width=16, verify_steps=2,
                                                                 progress=False))
