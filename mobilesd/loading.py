@@ -91,7 +91,6 @@ def load_pipeline(model: str | Path | None = None, *, allow_pickle: bool = False
     architecture; by default it is inferred from the checkpoint's keys (SD 1.x or 2.x).
     skip: components not to load ("text_encoder", "vae"), to save memory in export workers.
     """
-    from diffusers import StableDiffusionPipeline
     from diffusers.utils import logging as dlogging
 
     dlogging.set_verbosity_error()

@@ -1,9 +1,7 @@
 """`mobilesd export`: bundle contents, manifest, verification, GPU coverage, atomic writes, bad requests."""
 
-import json
 import os
 
-import numpy as np
 import pytest
 
 from mobilesd.bundle import FORMAT_VERSION, load_bundle, sha256_file

@@ -30,14 +30,15 @@ def test_group_norm_pass_replaces_all_and_shares_weights(tiny_pipe):
         assert torch.allclose(out.decode(z).sample, vae.decode(z).sample, atol=1e-5)
 
 
-def test_gelu_approximation_within_stated_tolerance(tiny_pipe):
-    unet = tiny_pipe.unet
-    out = apply_passes(unet, ["approximate_gelu"])
-    x = torch.randn(2, 4, 8, 8)
-    ctx = torch.randn(2, 77, 32)
+def _unet_before_after(unet, rewritten, t):
+    torch.manual_seed(0)
+    x, ctx = torch.randn(2, 4, 8, 8), torch.randn(2, 77, 32)
     with torch.no_grad():
-        ref = unet(x, 500, ctx).sample
-        got = out(x, 500, ctx).sample
+        return unet(x, t, ctx).sample, rewritten(x, t, ctx).sample
+
+
+def test_gelu_approximation_within_stated_tolerance(tiny_pipe):
+    ref, got = _unet_before_after(tiny_pipe.unet, apply_passes(tiny_pipe.unet, ["approximate_gelu"]), 500)
     assert not torch.equal(ref, got), "the pass must actually change GEGLU's activation"
     assert (got - ref).abs().max() < 5e-3
     # elementwise bound stated in the pass's docstring
@@ -47,11 +48,8 @@ def test_gelu_approximation_within_stated_tolerance(tiny_pipe):
 
 def test_explicit_attention_matches_sdpa(tiny_pipe):
     unet = tiny_pipe.unet
-    out = apply_passes(unet, ["explicit_attention"])
-    x = torch.randn(2, 4, 8, 8)
-    ctx = torch.randn(2, 77, 32)
-    with torch.no_grad():
-        assert torch.allclose(out(x, 10, ctx).sample, unet(x, 10, ctx).sample, atol=1e-5)
+    ref, got = _unet_before_after(unet, apply_passes(unet, ["explicit_attention"]), 10)
+    assert torch.allclose(got, ref, atol=1e-5)
     assert type(unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1.processor).__name__ != \
         "ExplicitAttnProcessor", "the original UNet must keep its processor"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 from mobilesd.export import DEFAULT_PRECISION, TARGETS, ExportOptions
 

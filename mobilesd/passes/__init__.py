@@ -56,9 +56,3 @@ def apply_passes(module: nn.Module, names: list[str]) -> nn.Module:
 # populate the registry
 from mobilesd.passes import attention, gelu, group_norm  # noqa: E402,F401
 
-# Passes each target needs, in order (the GPU delegate's needs for android; see each pass's docstring).
-TARGET_PASSES = {
-    "android": ["decompose_group_norm"],
-    "onnx": [],
-    "ios": [],
-}
