@@ -55,10 +55,11 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-def run_export(model: Path, out: Path, target: str, precision: str, chunks: int, verify_steps: int) -> dict:
+def run_export(model: Path, out: Path, target: str, precision: str, chunks: int, verify_steps: int,
+               extra: list[str] | tuple = ()) -> dict:
     cmd = [sys.executable, "-m", "mobilesd", "export", "--model", str(model), "--target", target,
            "--precision", precision, "--unet-chunks", str(chunks), "--out", str(out), "--overwrite",
-           "--verify-steps", str(verify_steps)]
+           "--verify-steps", str(verify_steps), *extra]
     t0 = time.perf_counter()
     log = out.parent / f"{out.name}.log"
     with open(log, "w") as f:

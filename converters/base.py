@@ -51,31 +51,63 @@ class Converter(ABC):
     suffix: str = ""
     precisions: tuple[str, ...] = ("fp32",)
     passes: list[str] = []   # graph rewrites this target needs (mobilesd.passes)
+    attention_modes: tuple[str, ...] = ("original",)   # --attention values; the first is the default
+    target_options: tuple[str, ...] = ()               # further option names only this target accepts
+
+    def __init__(self, options: dict | None = None):
+        """``options``: target options from the export request (``ExportOptions.converter_options()``);
+        None values mean "the default". Unsupported ones raise MobileSDError before any work is done."""
+        self.options = {k: v for k, v in (options or {}).items() if v is not None}
+        self.check_options()
+
+    @property
+    def attention(self) -> str:
+        return self.options.get("attention") or self.attention_modes[0]
+
+    def check_options(self) -> None:
+        if self.attention not in self.attention_modes:
+            raise MobileSDError(f"--attention {self.attention} is not supported for --target {self.target}",
+                                f"use --attention {' or '.join(self.attention_modes)}"
+                                + (" (split-einsum is the Core ML Neural Engine layout: --target ios)"
+                                   if self.attention == "split-einsum" else ""))
+        flags = {"min_deployment_target": "--min-deployment-target", "palettize": "--palettize",
+                 "palettize_mode": "--palettize-mode"}
+        extra = [k for k in self.options if k != "attention" and k not in self.target_options]
+        if extra:
+            names = ", ".join(flags.get(k, k) for k in extra)
+            raise MobileSDError(f"{names} is not supported for --target {self.target}",
+                                f"drop {names}, or use --target ios (Core ML)")
 
     def check_precision(self, precision: str) -> None:
         if precision not in self.precisions:
             raise MobileSDError(f"precision {precision!r} is not supported for --target {self.target}",
                                 f"use one of {list(self.precisions)}")
 
+    def threshold_key(self, precision: str) -> str:
+        """Key of this conversion's verification thresholds in mobilesd.verify (the precision, or e.g.
+        ``pal6`` for 6-bit palettized weights)."""
+        return precision
+
     @abstractmethod
     def convert(self, component, out_dir: Path, precision: str = "fp32") -> ConvertedGraph:
         """Write ``component`` as one graph file under ``out_dir``; return its description."""
 
 
-def get_converter(target: str) -> Converter:
+def get_converter(target: str, options: dict | None = None) -> Converter:
+    """The converter of ``target``, configured with the target options (attention layout, ...)."""
     if target == "android":
         from mobilesd.converters.tflite import TFLiteConverter
 
-        return TFLiteConverter()
+        return TFLiteConverter(options)
     if target == "onnx":
         from mobilesd.converters.onnx import OnnxConverter
 
-        return OnnxConverter()
+        return OnnxConverter(options)
     if target == "ios":
         try:
             from mobilesd.converters.coreml import CoreMLConverter
         except ModuleNotFoundError as exc:
-            raise MobileSDError("the ios target (Core ML) is not built yet",
-                                "use --target android or --target onnx") from exc
-        return CoreMLConverter()
+            raise MobileSDError(f"the ios target (Core ML) needs coremltools ({exc})",
+                                "install the project's dependencies (bash scripts/setup.sh)") from exc
+        return CoreMLConverter(options)
     raise MobileSDError(f"unknown target {target!r}", "use --target android, ios or onnx")

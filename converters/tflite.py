@@ -13,6 +13,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from mobilesd.converters.base import ConvertedGraph, Converter, TensorSpec
 from mobilesd.errors import MobileSDError
 
@@ -50,13 +52,19 @@ class TFLiteConverter(Converter):
                 edge.export(str(float_path))
                 del edge
                 gc.collect()
-                quantize_weights(float_path, path, precision, component.role)
+                qweights = getattr(component, "quantized_weights", None)
+                overrides = layer_overrides(qweights, getattr(component, "float_layers", ()), precision,
+                                            component.role) if qweights else []
+                quantize_weights(float_path, path, precision, component.role, overrides)
+        meta = dict(component.meta)
+        if getattr(component, "quantized_weights", None) and precision in ("int8", "int4"):
+            meta["integer_weights"] = carry_integer_weights(path, component.quantized_weights)
         outputs = component.run(component.example_inputs)
         return ConvertedGraph(
             name=component.name, role=component.role, file=path.name, format=self.format, precision=precision,
             inputs=[TensorSpec.of(k, v) for k, v in component.example_inputs.items()],
             outputs=[TensorSpec.of(n, o) for n, o in zip(component.output_names, outputs)],
-            size_bytes=path.stat().st_size, passes=list(self.passes), meta=dict(component.meta))
+            size_bytes=path.stat().st_size, passes=list(self.passes), meta=meta)
 
 
 # What the LiteRT GPU (WebGPU) delegate accepts, found by compiling every variant on it (docs/gpu-delegate.md):
@@ -98,7 +106,8 @@ def weight_recipe(precision: str, role: str = "unet") -> list[dict]:
     raise ValueError(precision)
 
 
-def quantize_weights(float_path: Path, out_path: Path, precision: str, role: str = "unet") -> None:
+def quantize_weights(float_path: Path, out_path: Path, precision: str, role: str = "unet",
+                     extra_rules: list[dict] | None = None) -> None:
     from ai_edge_quantizer import quantizer
 
     from mobilesd.converters._aeq_large_tensors import large_tensor_fix
@@ -106,8 +115,124 @@ def quantize_weights(float_path: Path, out_path: Path, precision: str, role: str
     # the quantizer prints a summary per call; keep the user's terminal to our progress output
     with large_tensor_fix(), contextlib.redirect_stdout(io.StringIO()):
         qt = quantizer.Quantizer(str(float_path))
-        qt.load_quantization_recipe(weight_recipe(precision, role))
+        qt.load_quantization_recipe(weight_recipe(precision, role) + list(extra_rules or []))
         result = qt.quantize()
     tmp = out_path.with_suffix(".tmp")
     result.export_model(str(tmp), overwrite=True)
     os.replace(tmp, out_path)
+
+
+# ---- a quantized model's own integers (mobilesd quantize) -------------------------------------------------
+# ai-edge-quantizer computes its own min-max scales; a quantized model must keep the integers and scales it
+# was trained with. So: per-layer recipe rules give each layer its policy's bits (8-bit first / last layers in
+# an int4 graph, full-precision layers kept float), and after quantization every weight tensor is matched to
+# its layer and overwritten with that layer's integers and scales (carry_integer_weights). Rules are matched
+# against litert-torch's op scopes, which spell a module path a.b.c as ".._a/.._b/.._c;".
+
+def scope_regex(module_path: str) -> str:
+    import re
+
+    return "_" + "/[^/;]*_".join(re.escape(p) for p in module_path.split(".")) + ";"
+
+
+def layer_overrides(qweights: dict, float_layers, precision: str, role: str) -> list[dict]:
+    bits = 8 if precision == "int8" else 4
+    fp16 = lambda op, rx: dict(_rule(op, 16, "FLOAT", "float_casting", "FLOAT", True), regex=rx)  # noqa: E731
+    rules = []
+    for name, entry in qweights.items():
+        if entry["bits"] != bits and entry["bits"] == 8:
+            rx = scope_regex(name.removesuffix(".weight"))
+            rules.append(dict(_rule("CONV_2D", 8, "INT", "min_max_uniform_quantize", "FLOAT", True), regex=rx))
+            rules.append(dict(_rule("FULLY_CONNECTED", 8, "INT", "min_max_uniform_quantize", "INTEGER", False),
+                              regex=rx))
+    for name in float_layers:
+        rx = scope_regex(name)
+        rules += [fp16("CONV_2D", rx), fp16("FULLY_CONNECTED", rx)]
+    return rules
+
+
+def _tflite_layout(w: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(w.transpose(0, 2, 3, 1)) if w.ndim == 4 else w  # conv OIHW -> OHWI
+
+
+def carry_integer_weights(path: Path, qweights: dict) -> dict:
+    """Overwrite each quantized weight tensor of the graph with its layer's own integers and scales.
+
+    Tensors are matched to layers by shape and value (ai-edge-quantizer's dequantized values lie within half a
+    step of the layer's). Returns counts and the layers that could not be carried (left as the quantizer made
+    them), which export records in the manifest."""
+    from ai_edge_litert.tools import flatbuffer_utils
+    from ai_edge_quantizer.transformations.transformation_utils import pack_data
+
+    model = flatbuffer_utils.read_model(str(path))
+    int8, int4 = 9, 17  # TensorType codes
+    wanted = {}  # candidate (layer, part) -> (ints, scale, bits); GEGLU projections are split in row halves
+    for name, e in qweights.items():
+        if e["zero_point"] is not None or (e["bits"] == 4 and e["group_size"]):
+            continue  # TFLite weights are symmetric per channel: those stay as the quantizer made them
+        q = _tflite_layout(e["int"].astype(np.int8))
+        scale = e["scale"].reshape(-1).astype(np.float32)
+        wanted[(name, "all")] = (q, scale, e["bits"])
+        h = q.shape[0] // 2
+        if q.shape[0] % 2 == 0:
+            wanted[(name, "half0")] = (q[:h], scale[:h], e["bits"])
+            wanted[(name, "half1")] = (q[h:], scale[h:], e["bits"])
+    carried, kinds, seen = {}, {"identical": 0, "overwritten": 0, "folded_constant": 0}, set()
+    for sg in model.subgraphs:
+        # every constant integer tensor (the weights of CONV_2D, FULLY_CONNECTED, BATCH_MATMUL, ...)
+        for t_idx, tensor in enumerate(sg.tensors):
+            if t_idx in seen:
+                continue
+            if tensor.type not in (int8, int4) or tensor.quantization is None or tensor.quantization.scale is None:
+                continue
+            buf = model.buffers[tensor.buffer]
+            if buf.data is None or len(buf.data) == 0:
+                continue  # weights stored outside the flatbuffer (> 2 GB models): left as they are
+            shape = tuple(int(v) for v in tensor.shape)
+            bits = 8 if tensor.type == int8 else 4
+            scales = np.asarray(tensor.quantization.scale, np.float32)
+            if bits == 8:
+                ints = np.frombuffer(bytes(buf.data), np.int8).reshape(shape)
+            else:
+                raw = np.frombuffer(bytes(buf.data), np.uint8)
+                lo, hi = (raw & 0xF).astype(np.int8), (raw >> 4).astype(np.int8)
+                ints = np.stack([lo, hi], 1).reshape(-1)[: int(np.prod(shape))]
+                ints = np.where(ints > 7, ints - 16, ints).astype(np.int8).reshape(shape)
+            col = (-1, *([1] * (len(shape) - 1)))
+            deq = ints.astype(np.float32) * scales.reshape(col)
+            best, best_err, best_c = None, np.inf, 1.0
+            for key, (q, s, b) in wanted.items():
+                if key in carried or q.shape != shape or b != bits:
+                    continue
+                if np.array_equal(q, ints):
+                    best, best_err, best_c = key, -1.0, None
+                    break
+                ours = q.astype(np.float32) * s.reshape(col)
+                # the converter may fold a constant into the weights (attention's 1/sqrt(d) into to_q / to_k)
+                nz = np.abs(ours) > 0
+                c = float(np.median(deq[nz] / ours[nz])) if nz.any() else 1.0
+                err = float(np.abs(deq - c * ours).max())
+                if err < best_err:
+                    best, best_err, best_c = key, err, c
+            if best is None or best_err > 0.51 * float(scales.max()) + 1e-12:
+                continue
+            q, s, _ = wanted[best]
+            if best_c is None:
+                kinds["identical"] += 1   # the quantizer already made exactly these integers
+            else:
+                data = q.reshape(-1) if bits == 8 else pack_data(4, q.reshape(-1))
+                buf.data = np.frombuffer(np.ascontiguousarray(data).tobytes(), np.uint8)
+                tensor.quantization.scale = (s * np.float32(best_c)).tolist()
+                tensor.quantization.zeroPoint = [0] * len(s)
+                tensor.quantization.quantizedDimension = 0
+                kinds["overwritten" if abs(best_c - 1.0) < 1e-6 else "folded_constant"] += 1
+            carried[best] = bits
+            seen.add(t_idx)
+    out = flatbuffer_utils.convert_object_to_bytearray(model)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(out)
+    os.replace(tmp, path)
+    done = {name for name, part in carried if part == "all"}
+    done |= {name for name, part in carried if part == "half0" and (name, "half1") in carried}
+    missing = sorted(set(qweights) - done)
+    return {"carried_exactly": len(done), "layers": len(qweights), "tensors": kinds, "not_carried": missing}

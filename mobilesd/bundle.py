@@ -75,6 +75,17 @@ def list_files(root: Path) -> dict[str, dict]:
     return files
 
 
+def folder_sha256(files: dict[str, dict], folder: str) -> str:
+    """Checksum of a graph that is a folder (a Core ML .mlpackage): the SHA-256 of the JSON object
+    ``{path inside the folder: file sha256}`` with sorted keys and no spaces (``json.dumps(..., sort_keys=True,
+    separators=(",", ":"))``), over the folder's entries in the ``files`` table."""
+    prefix = folder.rstrip("/") + "/"
+    inner = {k[len(prefix):]: v["sha256"] for k, v in files.items() if k.startswith(prefix)}
+    if not inner:
+        raise MobileSDError(f"graph {folder} is not in the bundle", "re-export the bundle")
+    return hashlib.sha256(json.dumps(inner, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def finalize_manifest(root: Path, manifest: dict) -> dict:
     """Add the file table and the content-derived bundle id, then write manifest.json."""
     files = list_files(root)
@@ -83,7 +94,7 @@ def finalize_manifest(root: Path, manifest: dict) -> dict:
     digest = hashlib.sha256(json.dumps({k: v["sha256"] for k, v in files.items()}, sort_keys=True).encode())
     manifest["bundle_id"] = f"{manifest.get('target', 'bundle')}-{digest.hexdigest()[:16]}"
     for g in manifest.get("graphs", []):
-        g["sha256"] = files[g["file"]]["sha256"]
+        g["sha256"] = files[g["file"]]["sha256"] if g["file"] in files else folder_sha256(files, g["file"])
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 

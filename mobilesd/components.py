@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -249,14 +250,15 @@ class UNetChunk(nn.Module):
         return tuple(produced[n] for n in self.output_names())
 
 
-def run_unet_chunks(chunks, specs, sample, timestep, context, run, on_stage=None):
+def run_unet_chunks(chunks, specs, sample, timestep, context, run, on_stage=None, extra: dict | None = None):
     """Chain chunks through a dict of named tensors (what an app does).
 
-    ``specs``: per chunk (input_names, output_names, aliases); ``run(i, inputs) -> list of outputs``.
+    ``specs``: per chunk (input_names, output_names, aliases); ``run(i, inputs) -> list of outputs``;
+    ``extra``: further named inputs (``step_index`` of graphs with simulated activation quantization).
     """
     import time
 
-    state = {"sample": sample, "timestep": timestep, "encoder_hidden_states": context}
+    state = {"sample": sample, "timestep": timestep, "encoder_hidden_states": context, **(extra or {})}
     out = None
     for i, (inputs, outputs, aliases) in enumerate(specs):
         t0 = time.perf_counter()
@@ -382,3 +384,42 @@ def vae_decoder_component(pipe, height=None, width=None, seed: int = 0) -> Compo
     c, h, w = latent_shape(pipe, height, width)
     latent = torch.randn(1, c, h, w, generator=torch.Generator().manual_seed(seed)) * pipe.vae.config.scaling_factor
     return Component("vae_decoder", "vae_decoder", VAEDecoder(pipe.vae.eval()).eval(), {"latent": latent}, ["image"])
+
+
+class StepIndexedChunk(nn.Module):
+    """A UNet chunk with simulated activation quantization: its per-step step-size tables are indexed by a
+    ``step_index`` input (float32 [1] holding an integer: the entry whose table timestep is nearest the running timestep), which
+    this wrapper hands to the quantizers' shared StepContext before running the chunk."""
+
+    def __init__(self, chunk: nn.Module, step_context):
+        super().__init__()
+        self.chunk = chunk
+        self.step_context = step_context
+        self.stages = chunk.stages
+
+    def input_names(self) -> list[str]:
+        return self.chunk.input_names() + ["step_index"]
+
+    def output_names(self) -> list[str]:
+        return self.chunk.output_names()
+
+    def aliases(self) -> dict:
+        return self.chunk.aliases()
+
+    def forward(self, step_index, **inputs):
+        self.step_context.index = step_index
+        return self.chunk(**inputs)
+
+
+def nearest_step_index(timesteps: list, t: float) -> np.ndarray:
+    """The step_index input for timestep ``t``: the table entry with the nearest timestep (float32 [1] holding
+    an integer: float, so the graph selects the entry with GPU-friendly float ops)."""
+    return np.asarray([int(np.argmin(np.abs(np.asarray(timesteps, np.float64) - float(t))))], np.float32)
+
+
+def make_unet_chunk(unet, start: int, stop: int) -> nn.Module:
+    """A UNetChunk, step-indexed when the UNet carries simulated activation quantization (export --quantized
+    --simulate-activations marks it with ``_mobilesd_step_context``)."""
+    chunk = UNetChunk(unet, start, stop)
+    ctx = getattr(unet, "_mobilesd_step_context", None)
+    return StepIndexedChunk(chunk, ctx) if ctx is not None else chunk

@@ -34,7 +34,8 @@ from mobilesd.errors import MobileSDError
 
 TARGETS = ("android", "ios", "onnx")
 DEFAULT_PRECISION = {"android": "fp16", "ios": "fp16", "onnx": "fp32"}
-BYTES_PER_PARAM = {"fp32": 4.0, "fp16": 2.0, "int8": 1.0, "int4": 0.5}
+BYTES_PER_PARAM = {"fp32": 4.0, "fp16": 2.0, "int8": 1.0, "int4": 0.5, "pal8": 1.0, "pal6": 0.75, "pal4": 0.5}
+IOS_UNET_MAX_MB = 953.0   # ios default --unet-max-mb: the Neural Engine loads models under 1 GB (10^9 bytes)
 VERIFY_PROMPT = "a handwritten digit seven"
 ISOLATE_ABOVE_BYTES = 512 * 2**20   # models with more weights than this export through worker processes
 
@@ -57,7 +58,18 @@ class ExportOptions:
     overwrite: bool = False
     progress: bool = True
     isolate: bool | None = None           # None: automatic, by model size
+    quantized: str | None = None          # quantized-model folder (mobilesd quantize): its integers go in the graphs
+    simulate_activations: bool = False    # bake its activation fake-quant (step-index input) into the UNet graphs
+    # target options, passed to the converter (None: the target's default; others reject what they lack)
+    attention: str | None = None          # original | split-einsum (ios default: split-einsum, Neural Engine)
+    min_deployment_target: str | None = None  # ios: iOS16 | iOS17 | iOS18 (default iOS17)
+    palettize: int | None = None          # ios: 4 | 6 | 8-bit weight palettization (instead of --precision int*)
+    palettize_mode: str | None = None     # ios: kmeans (default) | uniform
     extra: dict = field(default_factory=dict)
+
+    def converter_options(self) -> dict:
+        return {"attention": self.attention, "min_deployment_target": self.min_deployment_target,
+                "palettize": self.palettize, "palettize_mode": self.palettize_mode}
 
     def resolved_precision(self) -> str:
         return self.precision or DEFAULT_PRECISION[self.target]
@@ -98,8 +110,20 @@ def export(model=None, out: str | Path = "bundle", options: ExportOptions | None
     opts = options or ExportOptions()
     if opts.target not in TARGETS:
         raise MobileSDError(f"unknown target {opts.target!r}", f"use one of {list(TARGETS)}")
+    qcfg = _quantized_config(opts)
+    if qcfg is not None and opts.precision is None and opts.target in ("android", "ios"):
+        import dataclasses
+
+        opts = dataclasses.replace(opts, precision=f"int{qcfg['weight_bits']}",  # the model's own integers
+                                   extra=dict(opts.extra, precision_given=False))
+    elif qcfg is not None:
+        opts.extra["precision_given"] = True
     precision = opts.resolved_precision()
-    get_converter(opts.target).check_precision(precision)
+    get_converter(opts.target, opts.converter_options()).check_precision(precision)
+    if opts.target == "ios" and opts.unet_max_mb is None:
+        import dataclasses
+
+        opts = dataclasses.replace(opts, unet_max_mb=IOS_UNET_MAX_MB)
     if opts.unet_batch not in (1, 2):
         raise MobileSDError(f"--unet-batch must be 1 or 2 (got {opts.unet_batch})", "use 2 (CFG in one call) or 1")
     if opts.verify_steps < 1:
@@ -123,14 +147,17 @@ def export(model=None, out: str | Path = "bundle", options: ExportOptions | None
         work.mkdir()
         job = _Job(source, load, opts, precision, tmp, work)
         if not isolate and pipe is None:
-            _log(f"loading {source}", opts.progress)
-            from mobilesd.loading import load_pipeline
-
-            pipe = load_pipeline(source, **load)
+            _log(f"loading {source}" + (f" with quantized model {opts.quantized}" if opts.quantized else ""),
+                 opts.progress)
+            pipe = _load(job)
+        elif pipe is not None and opts.quantized:
+            _apply_quantized(pipe, opts)
         run = _Runner(isolate, pipe)
         _log(f"inspecting {source}" + (" (SD-scale: one worker process per step)" if isolate else ""), opts.progress)
         base = run(_task_inspect, job=job)
         manifest, chunks = base["manifest"], [tuple(c) for c in base["chunks"]]
+        if qcfg is not None:
+            manifest["quantization"] = _write_quantization(tmp, opts, qcfg)
         names = (["text_encoder"] + manifest["unet"]["chunks"] + ["vae_decoder"])
 
         from tqdm.auto import tqdm
@@ -235,7 +262,114 @@ def _worker_main(name: str, kwargs: dict, result: str) -> None:
 def _load(job: _Job, skip: tuple = ()):
     from mobilesd.loading import load_pipeline
 
-    return load_pipeline(job.source, skip=skip, **job.load)
+    pipe = load_pipeline(job.source, skip=skip, **job.load)
+    if job.opts.quantized:
+        _apply_quantized(pipe, job.opts)
+    return pipe
+
+
+# ---- quantized models (mobilesd quantize) -----------------------------------------------------------------
+
+def _quantized_config(opts: ExportOptions) -> dict | None:
+    if opts.simulate_activations and not opts.quantized:
+        raise MobileSDError("--simulate-activations needs --quantized Q",
+                            "quantize first (mobilesd quantize --out Q), then export --quantized Q")
+    if not opts.quantized:
+        return None
+    path = Path(opts.quantized)
+    cfg_file = path / "quant_config.json"
+    if not cfg_file.is_file():
+        raise MobileSDError(f"--quantized {path} is not a quantized model (no quant_config.json)",
+                            "pass a folder written by `mobilesd quantize --out Q`")
+    cfg = json.loads(cfg_file.read_text())
+    if opts.simulate_activations and not (cfg.get("act_bits") and cfg["act_bits"] < 16):
+        raise MobileSDError(f"--simulate-activations: {path} does not quantize activations (W{cfg['weight_bits']}"
+                            f"A{cfg['act_bits']})", "drop --simulate-activations, or quantize with --acts 8")
+    return cfg
+
+
+def _apply_quantized(pipe, opts: ExportOptions) -> None:
+    """Put the quantized model into ``pipe``: its layers hold the dequantized integers exactly, and a table
+    (by module identity) remembers each layer's integers for the converters. Without
+    --simulate-activations the layers become plain Linear / Conv2d (weights only: activations stay float
+    on the GPU); with it the UNet keeps the quantizers and gets a step-index input per chunk."""
+    from torch import nn
+
+    from mobilesd.quant import QuantizedModel
+    from mobilesd.quant.layers import plain_layer
+    from mobilesd.quant.model import component_module
+
+    if getattr(pipe, "_mobilesd_quant", None) is not None:
+        return
+    qm = QuantizedModel.from_pretrained(opts.quantized, pipe=pipe)
+    by_id, quantized_ids = {}, set()
+    for comp, layers in qm.layers.items():
+        module = component_module(pipe, comp)
+        if module is None:
+            continue
+        entries = qm.quantized_weights(comp)
+        for name, q in layers.items():
+            target = q if (opts.simulate_activations and comp == "unet") else plain_layer(q)
+            if target is not q:
+                module.set_submodule(name, target)
+            quantized_ids.add(id(target))
+            if f"{name}.weight" in entries:
+                by_id[id(target)] = entries[f"{name}.weight"]
+    # layers the policy keeps in full precision (skip / downsampling convs): no integer weights in the graph
+    float_ids = {id(m) for m in pipe.unet.modules()
+                 if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in quantized_ids}
+    pipe._mobilesd_quant = {"weights": by_id, "float": float_ids}
+    if opts.simulate_activations:
+        pipe.unet._mobilesd_step_context = qm.context
+
+
+def _attach_quantized(pipe, comp) -> None:
+    """The converters' contract: ``component.quantized_weights`` {parameter name: integers, scale, ...} and
+    ``component.float_layers`` (module names kept in floating point), by the component module's own names."""
+    info = getattr(pipe, "_mobilesd_quant", None)
+    if info is None:
+        return
+    comp.quantized_weights, comp.float_layers = {}, []
+    for name, m in comp.module.named_modules():
+        if id(m) in info["weights"]:
+            comp.quantized_weights[f"{name}.weight"] = info["weights"][id(m)]
+        elif id(m) in info["float"]:
+            comp.float_layers.append(name)
+
+
+def _write_quantization(root: Path, opts: ExportOptions, cfg: dict) -> dict:
+    """The manifest's quantization section, and the per-step activation tables as a bundle file (for
+    runtimes with integer activations; layer names are the PyTorch module names of the UNet)."""
+    from safetensors.numpy import load_file
+
+    qdir = Path(opts.quantized)
+    section = {
+        "source": str(qdir.resolve()), "method": cfg["method"], "weight_bits": cfg["weight_bits"],
+        "act_bits": cfg["act_bits"], "act_intervals": cfg["act_intervals"], "group_size": cfg.get("group_size"),
+        "weight_symmetric": cfg["weight_symmetric"], "timesteps": cfg.get("timesteps") or [],
+        "layers": {comp: len(plan) for comp, plan in cfg["plan"].items()},
+        "simulate_activations": bool(opts.simulate_activations),
+        "activation_tables": None,
+    }
+    acts_file = qdir / "activations.safetensors"
+    if acts_file.exists():
+        acts = load_file(str(acts_file))
+        plan = cfg["plan"]["unet"]
+        tables = {k.removeprefix("unet.").removesuffix(".act_step"): v.astype(float).tolist()
+                  for k, v in acts.items() if k.startswith("unet.")}
+        (root / "quantization").mkdir(exist_ok=True)
+        (root / "quantization" / "activations.json").write_text(json.dumps({
+            "format": "mobilesd-activation-tables", "format_version": 1,
+            "timesteps": section["timesteps"],
+            "rule": "step size s of a layer's input at timestep t: the entry of the nearest table timestep; "
+                    "x_q = s * clamp(round(x / s), -2^(b-1), 2^(b-1) - 1), zero point 0",
+            "layers": {name: {"bits": plan[name]["acts"], "step_sizes": tables[name]} for name in sorted(tables)},
+        }, indent=1) + "\n")
+        section["activation_tables"] = {"file": "quantization/activations.json", "layers": len(tables)}
+    if opts.simulate_activations:
+        section["step_index"] = {"input": "step_index", "dtype": "float32", "shape": [1],
+                                 "rule": "index of the table timestep nearest the scheduler timestep"}
+    return section
 
 
 # ---- tasks ------------------------------------------------------------------------------------------
@@ -248,17 +382,23 @@ def _task_inspect(job: _Job, pipe=None) -> dict:
         raise MobileSDError(f"{job.source} has no text encoder", "pass a complete SD pipeline")
     opts = job.opts
     max_bytes = opts.unet_max_mb * 2**20 if opts.unet_max_mb else None
-    chunks = plan_unet_chunks(pipe.unet, opts.unet_chunks, max_bytes, BYTES_PER_PARAM[job.precision])
+    chunks = plan_unet_chunks(pipe.unet, opts.unet_chunks, max_bytes, BYTES_PER_PARAM[_threshold_key(job)])
     _write_tokenizer(pipe, job.root / "tokenizer")
     pipe.scheduler.save_config(str(job.root / "scheduler"))
     return {"chunks": chunks, "manifest": _manifest_base(pipe, job.source, opts, job.precision, chunks)}
 
 
 def _component(pipe, job: _Job, index: int, chunks: list):
+    comp = _build_component(pipe, job, index, chunks)
+    _attach_quantized(pipe, comp)
+    return comp
+
+
+def _build_component(pipe, job: _Job, index: int, chunks: list):
     """Component ``index`` (0 text encoder, 1..n UNet chunks, n+1 VAE decoder). A UNet chunk's example inputs
     are the named tensors made so far: the seeded inputs and the PyTorch outputs of the chunks before it,
     kept in the work folder (``carry_<k>.npz``) so each chunk can be built in its own process."""
-    from mobilesd.components import (Component, UNetChunk, text_encoder_component, unet_example_inputs,
+    from mobilesd.components import (Component, make_unet_chunk, text_encoder_component, unet_example_inputs,
                                      vae_decoder_component)
 
     opts = job.opts
@@ -270,10 +410,13 @@ def _component(pipe, job: _Job, index: int, chunks: list):
     k = index - 1
     if k == 0:
         state = unet_example_inputs(pipe, opts.unet_batch, opts.height, opts.width)
+        ctx = getattr(pipe.unet, "_mobilesd_step_context", None)
+        if ctx is not None:  # simulated activation quantization: verify at a middle step of the tables
+            state["step_index"] = torch.tensor([len(ctx.timesteps) // 2], dtype=torch.float32)
     else:
         with np.load(job.work / f"carry_{k}.npz") as z:
             state = {name: torch.from_numpy(z[name]) for name in z.files}
-    chunk = UNetChunk(pipe.unet, *chunks[k]).eval()
+    chunk = make_unet_chunk(pipe.unet, *chunks[k]).eval()
     comp = Component("unet" if n == 1 else f"unet_chunk{k}", "unet", chunk,
                      {name: state[name] for name in chunk.input_names()}, chunk.output_names(),
                      meta={"chunk_index": k, "stages": chunk.stages, "batch": opts.unet_batch,
@@ -320,7 +463,8 @@ def _task_convert(job: _Job, index: int, chunks: list, pipe=None) -> dict:
     gc.collect()
 
     t0 = time.perf_counter()
-    graph = get_converter(job.opts.target).convert(comp, job.root, job.precision)
+    precision = _graph_precision(job, role)
+    graph = get_converter(job.opts.target, job.opts.converter_options()).convert(comp, job.root, precision)
     convert_s = time.perf_counter() - t0
     del comp
     gc.collect()
@@ -334,10 +478,32 @@ def _task_convert(job: _Job, index: int, chunks: list, pipe=None) -> dict:
     run_s = time.perf_counter() - t0
     del sess
     res = verify.compare_outputs(got, ref)
-    threshold = verify.GRAPH_THRESHOLDS[job.precision]
+    threshold = verify.GRAPH_THRESHOLDS[_threshold_key(job, precision)]
     info["verification"] = dict(res, runtime=graph.format, threshold=threshold, passed=res["rel_l2"] <= threshold,
                                 host_run_seconds=round(run_s, 3), inputs="fixed random (seed 0)")
+    if graph.format == "mlpackage":  # ios: what the MIL interpreter reads from the package
+        from mobilesd.runtime.mil import static_facts
+
+        info["verification"]["runtime"] = "coreml-mil"
+        info["static_facts"] = static_facts(job.root / graph.file)
     return info
+
+
+def _graph_precision(job: _Job, role: str) -> str:
+    """With --quantized and no --precision, graphs of components the quantized model leaves in float (often the
+    text encoder and VAE decoder) keep the target's default precision; the rest take the model's integers."""
+    if not job.opts.quantized or job.opts.extra.get("precision_given") or role == "unet":
+        return job.precision
+    comps = json.loads((Path(job.opts.quantized) / "quant_config.json").read_text())["plan"]
+    key = {"text_encoder": "text_encoder", "vae_decoder": "vae"}[role]
+    return job.precision if comps.get(key) else DEFAULT_PRECISION[job.opts.target]
+
+
+def _threshold_key(job: _Job, precision: str | None = None) -> str:
+    """Key of the verification thresholds (mobilesd.verify): the precision, or e.g. pal6 for palettized weights."""
+    from mobilesd.converters import get_converter
+
+    return get_converter(job.opts.target, job.opts.converter_options()).threshold_key(precision or job.precision)
 
 
 def _gpu_check(job: _Job, info: dict) -> dict:
@@ -377,6 +543,11 @@ def _graph_failures(info: dict, opts: ExportOptions) -> list[str]:
         fails.append(f"{info['name']}: the file is {info['size_bytes'] / 2**20:.1f} MiB, over --unet-max-mb "
                      f"{opts.unet_max_mb:g}")
     gpu = info.get("gpu")
+    if gpu and opts.simulate_activations and info["role"] == "unet":
+        # a simulate-activations UNet is the CPU numerics reference of the quantized model, not the graph a
+        # phone's GPU runs (that one is weight-only); its GPU result is recorded but does not gate the export
+        gpu["informative_only"] = "simulate-activations graph: CPU numerics reference of the quantized model"
+        return fails
     if gpu and not gpu.get("skipped") and not opts.allow_cpu_fallback:
         if not gpu["fully_accelerated"]:
             fails.append(f"{info['name']}: not fully GPU-accelerated "
@@ -427,10 +598,14 @@ def _task_graph_image(job: _Job, manifest: dict, pipe=None) -> dict:
 
 
 def _end_to_end(got, ref, opts: ExportOptions, precision: str, manifest: dict) -> dict:
+    from mobilesd.converters import get_converter
+    from mobilesd.pipeline import FORMAT_RUNTIME
+
     metrics = verify.image_metrics(got, ref)
-    threshold = verify.IMAGE_THRESHOLDS[precision]
+    threshold = verify.IMAGE_THRESHOLDS[get_converter(opts.target, opts.converter_options()).threshold_key(precision)]
+    fmt = manifest["graphs"][0]["format"]
     return dict(metrics, threshold=threshold, passed=metrics["mean_abs"] <= threshold,
-                settings=_verify_settings(opts), runtime=manifest["graphs"][0]["format"])
+                settings=_verify_settings(opts), runtime=FORMAT_RUNTIME.get(fmt, fmt))
 
 
 def _write_tokenizer(pipe, out: Path):

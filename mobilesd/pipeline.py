@@ -23,7 +23,9 @@ SCHEDULERS = {
     "ddim": "DDIMScheduler",
     "pndm": "PNDMScheduler",
 }
-RUNTIMES = ("torch", "tflite", "onnx")
+RUNTIMES = ("torch", "tflite", "onnx", "coreml-mil")
+# graph file format -> the host runtime that runs it (coreml-mil: the MIL interpreter, mobilesd/runtime/mil.py)
+FORMAT_RUNTIME = {"tflite": "tflite", "onnx": "onnx", "mlpackage": "coreml-mil"}
 
 OnStage = Callable[[str, float], None]
 
@@ -65,11 +67,13 @@ class TorchStages(Stages):
     runtime = "torch"
 
     def __init__(self, pipe, chunks: list[tuple[int, int]] | None = None, unet_batch: int = 2):
-        from mobilesd.components import TextEncoder, UNetChunk, VAEDecoder, unet_stages
+        from mobilesd.components import TextEncoder, VAEDecoder, make_unet_chunk, unet_stages
 
         self.text_encoder = TextEncoder(pipe.text_encoder).eval()
         chunks = chunks or [(0, len(unet_stages(pipe.unet)))]
-        self.chunks = [UNetChunk(pipe.unet, a, b).eval() for a, b in chunks]
+        self.chunks = [make_unet_chunk(pipe.unet, a, b).eval() for a, b in chunks]
+        ctx = getattr(pipe.unet, "_mobilesd_step_context", None)
+        self.step_timesteps = ctx.timesteps if ctx is not None else None
         self.specs = [(c.input_names(), c.output_names(), c.aliases()) for c in self.chunks]
         self.decoder = VAEDecoder(pipe.vae).eval()
         self.unet_batch = unet_batch
@@ -88,12 +92,22 @@ class TorchStages(Stages):
 
         out = run_unet_chunks(self.chunks, self.specs, torch.from_numpy(sample),
                               torch.from_numpy(np.asarray(timestep, np.float32).reshape(1)),
-                              torch.from_numpy(context), run, on_stage)
+                              torch.from_numpy(context), run, on_stage, _step_input(self.step_timesteps, timestep,
+                                                                                    torch.from_numpy))
         return out.numpy()
 
     @torch.no_grad()
     def decode(self, latent):
         return self.decoder(torch.from_numpy(latent)).numpy()
+
+
+def _step_input(step_timesteps, timestep, convert=lambda a: a) -> dict | None:
+    """{"step_index": ...} for graphs with simulated activation quantization (per-step tables), else None."""
+    if not step_timesteps:
+        return None
+    from mobilesd.components import nearest_step_index
+
+    return {"step_index": convert(nearest_step_index(step_timesteps, float(np.asarray(timestep).reshape(-1)[0])))}
 
 
 class GraphStages(Stages):
@@ -105,7 +119,7 @@ class GraphStages(Stages):
 
     def __init__(self, bundle, threads: int | None = None, low_memory: bool = False):
         self.bundle, self.threads, self.low_memory = bundle, threads, low_memory
-        self.runtime = {"tflite": "tflite", "onnx": "onnx"}[bundle.graphs("unet")[0]["format"]]
+        self.runtime = FORMAT_RUNTIME[bundle.graphs("unet")[0]["format"]]
         self.graph_specs = {"text_encoder": bundle.graphs("text_encoder")[0],
                             "vae_decoder": bundle.graphs("vae_decoder")[0]}
         chunk_specs = bundle.unet_graphs()
@@ -114,6 +128,8 @@ class GraphStages(Stages):
         self.specs = [([i["name"] for i in g["inputs"]], [o["name"] for o in g["outputs"]],
                        g["meta"].get("aliases", {})) for g in chunk_specs]
         self.sessions = {} if low_memory else {name: self._open(name) for name in self.graph_specs}
+        quant = bundle.manifest.get("quantization") or {}
+        self.step_timesteps = quant.get("timesteps") if quant.get("simulate_activations") else None
         self.unet_batch = bundle.manifest["cfg"]["unet_batch"]
 
     def _open(self, name):
@@ -136,7 +152,8 @@ class GraphStages(Stages):
         from mobilesd.components import run_unet_chunks
 
         return run_unet_chunks(self.chunk_names, self.specs, sample, np.asarray(timestep, np.float32).reshape(1),
-                               context, lambda i, inputs: self._run(self.chunk_names[i], inputs), on_stage)
+                               context, lambda i, inputs: self._run(self.chunk_names[i], inputs), on_stage,
+                               _step_input(self.step_timesteps, timestep))
 
     def decode(self, latent):
         return self._run("vae_decoder", {"latent": latent})[0]
@@ -176,9 +193,9 @@ class HostPipeline:
         bundle = load_bundle(bundle_dir)
         m = bundle.manifest
         fmt = bundle.graphs("unet")[0]["format"]
-        if runtime in ("tflite", "onnx") and fmt != runtime:
+        if runtime != "torch" and FORMAT_RUNTIME.get(fmt) != runtime:
             raise MobileSDError(f"bundle {bundle.root} holds {fmt} graphs; it cannot run on --runtime {runtime}",
-                                f"use --runtime {fmt} or torch, or export with the matching --target")
+                                f"use --runtime {FORMAT_RUNTIME.get(fmt, fmt)} or torch, or export with the matching --target")
         tokenizer = load_clip_tokenizer(bundle.path(m["tokenizer"]["dir"]))
         sched_cfg = json.loads(bundle.path(m["scheduler"]["config"]).read_text())
         lat = m["latent"]

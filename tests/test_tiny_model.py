@@ -263,16 +263,21 @@ def test_eval_command_prints_and_writes_table(tmp_path, capsys, asset):
     assert (tmp_path / "img" / "fp32.png").exists()
 
 
-def test_eval_quantized_needs_the_quant_issue(tmp_path, capsys, asset):
-    import mobilesd.quant
-
-    if hasattr(mobilesd.quant, "load_quantized"):
-        pytest.skip("mobilesd.quant.load_quantized exists")
+def test_eval_of_a_quantized_model(tmp_path, capsys, asset):
+    """`eval --quantized Q` scores a mobilesd.quant model next to FP (load_quantized gives a pipeline)."""
     from mobilesd.cli import main
+    from mobilesd.quant import quantize
 
-    rc = main(["eval", "--model", str(asset), "--quantized", str(tmp_path), "--prompts", "1", "--seeds", "1"])
-    assert rc == 2
-    assert "load_quantized" in capsys.readouterr().err
+    q = tmp_path / "q"
+    quantize(asset, q, method="ptq", weight_bits=4, act_bits=8, calib_prompts=4, steps=4, batch_size=4,
+             progress=False)
+    out = tmp_path / "table"
+    rc = main(["eval", "--model", str(asset), "--quantized", str(q), "--prompts", "5", "--seeds", "1",
+               "--steps", "4", "--out", str(out)])
+    assert rc == 0
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    qrow = next(r for r in rows if r["name"] == "quantized q")
+    assert qrow["images"] == 5 and qrow["psnr_db"] is not None and qrow["psnr_db"] < 80  # not identical to FP
 
 
 @pytest.mark.slow

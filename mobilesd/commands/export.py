@@ -30,6 +30,22 @@ def add_arguments(p):
                    help="override the scheduler's prediction type (SD 2.x 768 single files: v_prediction)")
     p.add_argument("--config", default=None, help="diffusers config folder for a single-file checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--quantized", default=None, metavar="Q",
+                   help="quantized model folder (mobilesd quantize): its own integer weights go into the graphs "
+                        "(default precision: int8 / int4 from the model) and its activation tables into the bundle")
+    p.add_argument("--simulate-activations", action="store_true",
+                   help="with --quantized: bake activation quantize-dequantize with a step_index input into the "
+                        "UNet graphs, so they reproduce the PyTorch quantized model")
+    ios = p.add_argument_group("Core ML (--target ios)")
+    ios.add_argument("--attention", choices=("split-einsum", "original"), default=None,
+                     help="UNet attention layout: split-einsum (Neural Engine; ios default) or original "
+                          "(diffusers' attention, for the GPU; the only one for android/onnx)")
+    ios.add_argument("--min-deployment-target", choices=("iOS16", "iOS17", "iOS18"), default=None,
+                     help="Core ML opset (default iOS17; --precision int4 needs iOS18)")
+    ios.add_argument("--palettize", type=int, choices=(4, 6, 8), default=None,
+                     help="N-bit weight palettization (one lookup table per tensor) instead of linear quantization")
+    ios.add_argument("--palettize-mode", choices=("kmeans", "uniform"), default=None,
+                     help="how the lookup tables are made (default kmeans)")
 
 
 def run(args) -> int:
@@ -40,16 +56,22 @@ def run(args) -> int:
                          width=args.width, allow_cpu_fallback=args.allow_cpu_fallback,
                          skip_gpu_check=args.skip_gpu_check, verify_steps=args.verify_steps,
                          overwrite=args.overwrite, progress=not args.quiet)
+    opts.quantized, opts.simulate_activations = args.quantized, args.simulate_activations
+    opts.attention, opts.min_deployment_target = args.attention, args.min_deployment_target
+    opts.palettize, opts.palettize_mode = args.palettize, args.palettize_mode
     out = args.out or f"bundles/{args.target}"
     bundle = export(args.model, out, opts, allow_pickle=args.allow_pickle, prediction_type=args.prediction_type,
                     config=args.config)
     m = bundle.manifest
     print(f"\nbundle: {bundle.root}  id {m['bundle_id']}  ({m['target']}, {m['precision']})")
-    print(f"{'graph':<16}{'MiB':>9}{'rel.L2':>11}{'GPU':>8}")
+    ios = m["target"] == "ios"
+    print(f"{'graph':<16}{'MiB':>9}{'rel.L2':>11}{'GPU':>8}" + ("  Neural-Engine-unfriendly ops" if ios else ""))
     for g in m["graphs"]:
         gpu = g.get("gpu", {})
         gpu_s = "-" if not gpu or gpu.get("skipped") else ("full" if gpu.get("fully_accelerated") else "PART")
-        print(f"{g['name']:<16}{g['size_bytes'] / 2**20:>9.2f}{g['verification']['rel_l2']:>11.2e}{gpu_s:>8}")
+        ne = g.get("static_facts", {}).get("neural_engine", {}).get("unsupported_ops") if ios else None
+        print(f"{g['name']:<16}{g['size_bytes'] / 2**20:>9.2f}{g['verification']['rel_l2']:>11.2e}{gpu_s:>8}"
+              + (f"  {ne or 'none'}" if ios else ""))
     e2e = m["verification"]["end_to_end"]
     print(f"end-to-end image vs PyTorch: mean abs {e2e['mean_abs']:.2e}, PSNR {e2e['psnr_db']:.1f} dB "
           f"({e2e['settings']['steps']} {e2e['settings']['scheduler']} steps)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mobilesd.pipeline import RUNTIMES, SCHEDULERS
+from mobilesd.pipeline import FORMAT_RUNTIME, RUNTIMES, SCHEDULERS
 
 
 def add_arguments(p):
@@ -12,7 +12,8 @@ def add_arguments(p):
     p.add_argument("--prompt", required=True)
     p.add_argument("--negative-prompt", default="")
     p.add_argument("--runtime", choices=RUNTIMES, default=None,
-                   help="tflite | onnx: the bundle's graphs; torch: the PyTorch source model (default: the bundle's)")
+                   help="tflite | onnx | coreml-mil (Core ML packages through the MIL interpreter): the bundle's "
+                        "graphs; torch: the PyTorch source model (default: the bundle's)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=7.5)
     p.add_argument("--seed", type=int, default=0)
@@ -26,7 +27,8 @@ def run(args) -> int:
     from mobilesd.bundle import load_bundle
     from mobilesd.pipeline import HostPipeline, save_png
 
-    runtime = args.runtime or load_bundle(args.bundle, verify_checksums=False).graphs("unet")[0]["format"]
+    fmt = load_bundle(args.bundle, verify_checksums=False).graphs("unet")[0]["format"]
+    runtime = args.runtime or FORMAT_RUNTIME.get(fmt, fmt)
     hp = HostPipeline.from_bundle(args.bundle, runtime=runtime, threads=args.threads, model=args.model)
     image = hp.generate(args.prompt, args.negative_prompt, steps=args.steps, guidance=args.guidance,
                         seed=args.seed, scheduler=args.scheduler, progress=True)

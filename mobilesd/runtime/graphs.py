@@ -1,4 +1,5 @@
-"""Run one exported graph on this machine: TFLite (ai-edge-litert CPU interpreter) or ONNX Runtime.
+"""Run one exported graph on this machine: TFLite (ai-edge-litert CPU interpreter), ONNX Runtime, or a Core ML
+package through the MIL interpreter (mobilesd.runtime.mil).
 
 Inputs and outputs are passed by the names the manifest lists, so the host pipeline, verification and
 benchmarks all drive graphs the same way an app does.
@@ -73,5 +74,10 @@ def open_graph(path: str | Path, input_names: list[str], output_names: list[str]
         return TFLiteSession(path, input_names, output_names, threads)
     if path.suffix == ".onnx":
         return OnnxSession(path, input_names, output_names, threads)
+    if path.suffix == ".mlpackage":  # Core ML: its MIL program, interpreted op by op (mobilesd.runtime.mil)
+        from mobilesd.runtime.mil import MILSession
+
+        return MILSession(path, input_names, output_names, threads)
     raise MobileSDError(f"no host runtime for {path.name}",
-                        "host runtimes: .tflite (ai-edge-litert) and .onnx (onnxruntime)")
+                        "host runtimes: .tflite (ai-edge-litert), .onnx (onnxruntime) and .mlpackage "
+                        "(the MIL interpreter)")
