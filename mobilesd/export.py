@@ -60,6 +60,7 @@ class ExportOptions:
     isolate: bool | None = None           # None: automatic, by model size
     quantized: str | None = None          # quantized-model folder (mobilesd quantize): its integers go in the graphs
     simulate_activations: bool = False    # bake its activation fake-quant (step-index input) into the UNet graphs
+    activation_quantization: str | None = None  # ios: "static" = W8A8 Core ML ops from the model's tables
     # target options, passed to the converter (None: the target's default; others reject what they lack)
     attention: str | None = None          # original | split-einsum (ios default: split-einsum, Neural Engine)
     min_deployment_target: str | None = None  # ios: iOS16 | iOS17 | iOS18 (default iOS17)
@@ -274,6 +275,13 @@ def _quantized_config(opts: ExportOptions) -> dict | None:
     if opts.simulate_activations and not opts.quantized:
         raise MobileSDError("--simulate-activations needs --quantized Q",
                             "quantize first (mobilesd quantize --out Q), then export --quantized Q")
+    if opts.activation_quantization not in (None, "static"):
+        raise MobileSDError(f"--activation-quantization {opts.activation_quantization} is not supported",
+                            "use --activation-quantization static")
+    if opts.activation_quantization and (opts.target != "ios" or not opts.quantized or opts.simulate_activations):
+        raise MobileSDError("--activation-quantization static needs --target ios and --quantized Q (and not "
+                            "--simulate-activations)", "Core ML runs integer activations (W8A8, iOS17+); the "
+                            "android GPU delegate computes activations in float")
     if not opts.quantized:
         return None
     path = Path(opts.quantized)
@@ -282,7 +290,7 @@ def _quantized_config(opts: ExportOptions) -> dict | None:
         raise MobileSDError(f"--quantized {path} is not a quantized model (no quant_config.json)",
                             "pass a folder written by `mobilesd quantize --out Q`")
     cfg = json.loads(cfg_file.read_text())
-    if opts.simulate_activations and not (cfg.get("act_bits") and cfg["act_bits"] < 16):
+    if (opts.simulate_activations or opts.activation_quantization) and not (cfg.get("act_bits") and cfg["act_bits"] < 16):
         raise MobileSDError(f"--simulate-activations: {path} does not quantize activations (W{cfg['weight_bits']}"
                             f"A{cfg['act_bits']})", "drop --simulate-activations, or quantize with --acts 8")
     return cfg
@@ -302,12 +310,13 @@ def _apply_quantized(pipe, opts: ExportOptions) -> None:
     if getattr(pipe, "_mobilesd_quant", None) is not None:
         return
     qm = QuantizedModel.from_pretrained(opts.quantized, pipe=pipe)
-    by_id, quantized_ids = {}, set()
+    by_id, acts_by_id, quantized_ids = {}, {}, set()
     for comp, layers in qm.layers.items():
         module = component_module(pipe, comp)
         if module is None:
             continue
         entries = qm.quantized_weights(comp)
+        tables = qm.activation_tables(comp) if opts.activation_quantization else {}
         for name, q in layers.items():
             target = q if (opts.simulate_activations and comp == "unet") else plain_layer(q)
             if target is not q:
@@ -315,10 +324,12 @@ def _apply_quantized(pipe, opts: ExportOptions) -> None:
             quantized_ids.add(id(target))
             if f"{name}.weight" in entries:
                 by_id[id(target)] = entries[f"{name}.weight"]
+            if name in tables:
+                acts_by_id[id(target)] = tables[name]
     # layers the policy keeps in full precision (skip / downsampling convs): no integer weights in the graph
     float_ids = {id(m) for m in pipe.unet.modules()
                  if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in quantized_ids}
-    pipe._mobilesd_quant = {"weights": by_id, "float": float_ids}
+    pipe._mobilesd_quant = {"weights": by_id, "float": float_ids, "acts": acts_by_id}
     if opts.simulate_activations:
         pipe.unet._mobilesd_step_context = qm.context
 
@@ -330,6 +341,9 @@ def _attach_quantized(pipe, comp) -> None:
     if info is None:
         return
     comp.quantized_weights, comp.float_layers = {}, []
+    if info["acts"]:  # ios W8A8: {layer module name: per-step scales}; Core ML gets one static scale per layer
+        comp.activation_scales = {name: info["acts"][id(m)] for name, m in comp.module.named_modules()
+                                  if id(m) in info["acts"]}
     for name, m in comp.module.named_modules():
         if id(m) in info["weights"]:
             comp.quantized_weights[f"{name}.weight"] = info["weights"][id(m)]
@@ -349,6 +363,7 @@ def _write_quantization(root: Path, opts: ExportOptions, cfg: dict) -> dict:
         "weight_symmetric": cfg["weight_symmetric"], "timesteps": cfg.get("timesteps") or [],
         "layers": {comp: len(plan) for comp, plan in cfg["plan"].items()},
         "simulate_activations": bool(opts.simulate_activations),
+        "activation_quantization": opts.activation_quantization,
         "activation_tables": None,
     }
     acts_file = qdir / "activations.safetensors"

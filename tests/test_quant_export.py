@@ -76,3 +76,24 @@ def test_export_quantized_bad_requests(tmp_path, quantized_dir):
     with pytest.raises(MobileSDError, match="not a quantized model"):
         export(None, tmp_path / "b", ExportOptions(quantized=str(tmp_path), progress=False))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_export_quantized_ios_w8a8(quantized_dir, tmp_path):
+    """Core ML: the model's integers as constexpr weights, and W8A8 quantize/dequantize ops from its tables."""
+    from mobilesd.runtime.mil import static_facts
+
+    opts = ExportOptions(target="ios", quantized=str(quantized_dir), activation_quantization="static",
+                         verify_steps=2, progress=False)
+    bundle = export(None, tmp_path / "b", opts)
+    m = bundle.manifest
+    assert m["quantization"]["activation_quantization"] == "static" and m["verification"]["passed"]
+    unet = next(g for g in m["graphs"] if g["role"] == "unet")
+    ops = static_facts(tmp_path / "b" / unet["file"])["op_counts"]
+    n_act = sum(1 for _ in json.loads((tmp_path / "b" / "quantization" / "activations.json").read_text())["layers"])
+    aq = unet["meta"]["activation_quantization"]
+    assert aq["count"] == n_act  # every layer with an activation table got its quantize -> dequantize
+    # (the package has fewer ops than layers: Core ML's cleanup merges identical ones on a shared input)
+    assert 0 < ops.get("quantize", 0) <= n_act and ops.get("quantize") == ops.get("dequantize")
+    with pytest.raises(MobileSDError, match="--activation-quantization static needs --target ios"):
+        export(None, tmp_path / "c", ExportOptions(target="android", quantized=str(quantized_dir),
+                                                   activation_quantization="static", progress=False))

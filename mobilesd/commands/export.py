@@ -44,6 +44,9 @@ def add_arguments(p):
                      help="Core ML opset (default iOS17; --precision int4 needs iOS18)")
     ios.add_argument("--palettize", type=int, choices=(4, 6, 8), default=None,
                      help="N-bit weight palettization (one lookup table per tensor) instead of linear quantization")
+    ios.add_argument("--activation-quantization", choices=("static",), default=None,
+                     help="with --quantized: W8A8 Core ML (iOS17+): int8 quantize/dequantize on each quantized layer's "
+                          "input, one static scale per layer (the largest of its per-step table)")
     ios.add_argument("--palettize-mode", choices=("kmeans", "uniform"), default=None,
                      help="how the lookup tables are made (default kmeans)")
 
@@ -57,6 +60,7 @@ def run(args) -> int:
                          skip_gpu_check=args.skip_gpu_check, verify_steps=args.verify_steps,
                          overwrite=args.overwrite, progress=not args.quiet)
     opts.quantized, opts.simulate_activations = args.quantized, args.simulate_activations
+    opts.activation_quantization = args.activation_quantization
     opts.attention, opts.min_deployment_target = args.attention, args.min_deployment_target
     opts.palettize, opts.palettize_mode = args.palettize, args.palettize_mode
     out = args.out or f"bundles/{args.target}"
