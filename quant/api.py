@@ -102,8 +102,10 @@ def quantize(model=None, out: str | Path | None = None, *, method: str = "ptq", 
         if len(calib) < calib_prompts:  # cycle short prompt lists
             calib = [calib[i % len(calib)] for i in range(calib_prompts)]
         teacher_layers = {n: pipe.unet.get_submodule(n) for n in act_bits_by_layer}
+        pipe.to(device)  # the teacher samples on the training device (real SD: the GPU)
         tables, timesteps = calibrate(pipe, teacher_layers, act_bits_by_layer, calib, steps, guidance, scheduler,
-                                      batch_size=batch_size, seed=seed, progress=progress)
+                                      batch_size=batch_size, seed=seed, progress=progress, device=device)
+        pipe.to("cpu")
     calib_s = time.perf_counter() - t0
 
     # student: a copy of the UNet with quantized layers (the teacher stays full precision)
@@ -175,6 +177,7 @@ def quantize(model=None, out: str | Path | None = None, *, method: str = "ptq", 
             return None
         student.requires_grad_(False)
         student.to("cpu")
+        pipe.to("cpu")
 
     # freeze: TDQ tables, LoRA merged into the integers
     for name, q in layers["unet"].items():

@@ -93,7 +93,7 @@ class InputRecorder:
             x = args[0].detach().float().reshape(-1)
             k = min(self.samples_per_call, x.numel())
             idx = torch.randint(0, x.numel(), (k,), generator=self.gen)
-            self.samples[name].setdefault(self.step, []).append(x[idx].clone())
+            self.samples[name].setdefault(self.step, []).append(x[idx.to(x.device)].cpu())
             m = self.maxabs[name]
             m[self.step] = max(m.get(self.step, 0.0), float(x.abs().max()))
         return hook
@@ -123,7 +123,7 @@ def mse_step_size(values: torch.Tensor, maxabs: float, bits: int, grid: int = 50
 
 def calibrate(pipe, layers: dict[str, nn.Module], act_bits: dict[str, int], prompts: list[str], steps: int,
               guidance: float, scheduler: str = "dpm", batch_size: int = 8, seed: int = 0,
-              samples_per_call: int = 2048, progress: bool = True) -> tuple[dict[str, dict[str, torch.Tensor]], list[int]]:
+              samples_per_call: int = 2048, progress: bool = True, device: str = "cpu") -> tuple[dict[str, dict[str, torch.Tensor]], list[int]]:
     """Activation step sizes {"per_step": {layer: [steps]}, "static": {layer: [1]}} for the layers with
     activation bits, and the timestep list they belong to. ``layers`` are the teacher's (full-precision) modules, by name."""
     from tqdm.auto import tqdm
@@ -135,14 +135,14 @@ def calibrate(pipe, layers: dict[str, nn.Module], act_bits: dict[str, int], prom
         batches = [prompts[i : i + batch_size] for i in range(0, len(prompts), batch_size)]
         bar = tqdm(batches, desc="calibrating", unit="batch", disable=not progress)
         for b, chunk in enumerate(bar):
-            uncond, cond = encode(pipe, chunk)
+            uncond, cond = encode(pipe, chunk, device)
             sched = make_scheduler(pipe, scheduler)
 
             def on_step(i, t, *_):
                 rec.step = i + 1  # statistics of step i+1 are recorded during the next teacher call
 
             rec.step = 0
-            teacher_trajectory(pipe.unet, sched, uncond, cond, initial_latents(pipe, len(chunk), seed + b),
+            teacher_trajectory(pipe.unet, sched, uncond, cond, initial_latents(pipe, len(chunk), seed + b, device),
                                guidance, steps, on_step)
             timesteps = [int(t) for t in sched.timesteps]
     finally:

@@ -69,8 +69,9 @@ def distill(pipe, student: nn.Module, teacher: nn.Module, param_groups: list[dic
     student.to(device).train()
     student, optimizer = acc.prepare(student, optimizer)
 
+    pipe.text_encoder.to(device)
     with torch.no_grad():  # embeddings of every prompt once (text encoder stays full precision)
-        uncond_all, cond_all = encode(pipe, prompts)
+        uncond_all, cond_all = encode(pipe, prompts, device)
     uncond_all, cond_all = uncond_all.to(device), cond_all.to(device)
     rank, world = acc.process_index, acc.num_processes
     bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc="distilling",
