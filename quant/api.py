@@ -209,9 +209,7 @@ def quantize(model=None, out: str | Path | None = None, *, method: str = "ptq", 
             "batch_size": batch_size, "lora_lr": lora_lr, "act_lr": act_lr, "tdq_lr": tdq_lr,
             "device": device, "mixed_precision": mixed_precision},
     }
-    qm = QuantizedModel.__new__(QuantizedModel)
-    qm.pipe, qm.config, qm.layers, qm.context = pipe, config, layers, context
-    qm._hook = install_step_hook(pipe.unet, context)
+    qm = QuantizedModel(pipe, config, layers, context)
     if out is not None:
         extra = {}
         if generators:

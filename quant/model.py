@@ -54,7 +54,9 @@ def replace_layers(module: nn.Module, plan: dict[str, dict], symmetric: bool = T
     out = {}
     for name, spec in plan.items():
         layer = module.get_submodule(name)
-        gs = group_size if (spec["weights"] == 4 and group_size) else None
+        # group-wise only for 4-bit layers whose input channels split into whole groups (others: per channel;
+        # the rule depends on shapes only, so saving and loading agree)
+        gs = group_size if (spec["weights"] == 4 and group_size and layer.weight.shape[1] % group_size == 0) else None
         q = wrap(layer, spec["weights"], symmetric, gs, init=init_scales)
         module.set_submodule(name, q)
         out[name] = q

@@ -294,3 +294,16 @@ def test_tdq_method_freezes_tables(tmp_path):
     with torch.no_grad():
         expected = torch.stack([gen(t[i : i + 1]).reshape(()) for i in range(len(t))])
     assert torch.equal(acts[f"unet.{name}.act_step"], expected)
+
+
+def test_group_size_falls_back_per_channel_where_groups_do_not_fit(tmp_path):
+    from mobilesd.quant import QuantizedModel, quantize
+
+    qm = quantize(None, tmp_path / "g", method="ptq", weight_bits=4, act_bits=16, group_size=64, **FAST)
+    shapes = {n: (q.weight.shape[1], q.weight_quant.scale.shape[1]) for n, q in qm.layers["unet"].items()
+              if q.weight_quant is not None and q.weight_quant.bits == 4}
+    assert any(groups > 1 for _, groups in shapes.values())             # 64 | in_channels: group-wise
+    assert all(groups == (i // 64 if i % 64 == 0 else 1) for i, groups in shapes.values())
+    loaded = QuantizedModel.from_pretrained(tmp_path / "g")
+    for name, q in qm.layers["unet"].items():
+        assert torch.equal(loaded.layers["unet"][name].weight, q.weight), name
