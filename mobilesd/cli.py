@@ -24,6 +24,8 @@ COMMANDS = {
     "bench": "bench",
     "estimate": "estimate",
     "report": "report",
+    "inspect": "inspect",
+    "app": "app",
 }
 
 HELP = {
@@ -35,6 +37,8 @@ HELP = {
     "bench": "measure per-stage latency of a bundle on this machine",
     "estimate": "estimate per-stage latency of a bundle on a phone (roofline model)",
     "report": "render latency reports (JSON) into HTML and Markdown",
+    "inspect": "validate a bundle (schema, checksums) and print its graphs, I/O and verification",
+    "app": "run a bundle through the Android (JVM), iOS (Swift) or browser client on this machine",
 }
 
 

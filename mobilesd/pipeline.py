@@ -21,8 +21,11 @@ SCHEDULERS = {
     "dpm": "DPMSolverMultistepScheduler",
     "euler": "EulerDiscreteScheduler",
     "ddim": "DDIMScheduler",
+    "lcm": "LCMScheduler",
     "pndm": "PNDMScheduler",
 }
+# the schedulers every app client implements (and the bundle's scheduler.supported list)
+CLIENT_SCHEDULERS = ("dpm", "euler", "ddim", "lcm")
 RUNTIMES = ("torch", "tflite", "onnx", "coreml-mil")
 # graph file format -> the host runtime that runs it (coreml-mil: the MIL interpreter, mobilesd/runtime/mil.py)
 FORMAT_RUNTIME = {"tflite": "tflite", "onnx": "onnx", "mlpackage": "coreml-mil"}
@@ -99,6 +102,14 @@ class TorchStages(Stages):
     @torch.no_grad()
     def decode(self, latent):
         return self.decoder(torch.from_numpy(latent)).numpy()
+
+
+def _step_kwargs(scheduler, generator) -> dict:
+    """``generator=`` for schedulers whose step takes one, as diffusers' pipelines pass it (only LCM draws
+    from it in the configurations we ship: Euler's draw is unused at s_churn 0, DDIM at eta 0 draws none)."""
+    import inspect
+
+    return {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
 
 
 def _step_input(step_timesteps, timestep, convert=lambda a: a) -> dict | None:
@@ -226,9 +237,10 @@ class HostPipeline:
         cond = self.stages.encode(ids[1:])
         return uncond, cond
 
-    def initial_latent(self, seed: int, scheduler) -> np.ndarray:
-        # torch's CPU generator, as diffusers' prepare_latents uses: same seed -> same noise.
-        g = torch.Generator("cpu").manual_seed(int(seed))
+    def initial_latent(self, seed: int | torch.Generator, scheduler) -> np.ndarray:
+        # torch's CPU generator, as diffusers' prepare_latents uses: same seed -> same noise. The generator
+        # goes on into scheduler.step (LCM draws fresh noise every step from it), as in diffusers.
+        g = seed if isinstance(seed, torch.Generator) else torch.Generator("cpu").manual_seed(int(seed))
         noise = torch.randn((1, *self.latent_shape), generator=g, dtype=torch.float32)
         return (noise * scheduler.init_noise_sigma).numpy()
 
@@ -244,7 +256,8 @@ class HostPipeline:
         t_start = time.perf_counter()
         uncond, cond = _timed(on_stage, "text_encoder", self.encode_prompt, prompt, negative_prompt)
         cfg = guidance > 1.0
-        x = latents.astype(np.float32) if latents is not None else self.initial_latent(seed, sched)
+        generator = torch.Generator("cpu").manual_seed(int(seed))
+        x = latents.astype(np.float32) if latents is not None else self.initial_latent(generator, sched)
         timesteps = sched.timesteps
         iterator = timesteps
         if progress:
@@ -271,7 +284,8 @@ class HostPipeline:
                                             np.concatenate([cond, cond]), on_stage)[:1]
                 else:
                     pred = self.stages.unet(model_in, t_val, cond, on_stage)
-            x = sched.step(torch.from_numpy(np.ascontiguousarray(pred)), t, x_t).prev_sample.numpy()
+            x = sched.step(torch.from_numpy(np.ascontiguousarray(pred)), t, x_t,
+                           **_step_kwargs(sched, generator)).prev_sample.numpy()
             if on_stage:
                 on_stage("unet_step", time.perf_counter() - t0)
         image = _timed(on_stage, "vae_decoder", self.stages.decode, x.astype(np.float32))[0]

@@ -12,6 +12,14 @@ warnings.filterwarnings("ignore")
 
 
 @pytest.fixture(scope="session")
+def golden_dir(tmp_path_factory):
+    """The golden vectors of this run (the clients' suites get their own copy from scripts/test.sh)."""
+    from mobilesd.golden import write_golden
+
+    return write_golden(tmp_path_factory.mktemp("golden") / "golden")
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random SD 1.x-style pipeline saved in diffusers layout (safetensors)."""
     from mobilesd.architectures import save_random_pipeline
