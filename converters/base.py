@@ -95,10 +95,12 @@ class Converter(ABC):
 
 def get_converter(target: str, options: dict | None = None) -> Converter:
     """The converter of ``target``, configured with the target options (attention layout, ...)."""
-    if target == "android":
+    if target in ("android", "web"):   # web: the same TFLite graphs, run by LiteRT.js in the browser
         from mobilesd.converters.tflite import TFLiteConverter
 
-        return TFLiteConverter(options)
+        conv = TFLiteConverter(options)
+        conv.target = target
+        return conv
     if target == "onnx":
         from mobilesd.converters.onnx import OnnxConverter
 
@@ -110,4 +112,4 @@ def get_converter(target: str, options: dict | None = None) -> Converter:
             raise MobileSDError(f"the ios target (Core ML) needs coremltools ({exc})",
                                 "install the project's dependencies (bash scripts/setup.sh)") from exc
         return CoreMLConverter(options)
-    raise MobileSDError(f"unknown target {target!r}", "use --target android, ios or onnx")
+    raise MobileSDError(f"unknown target {target!r}", "use --target android, ios, onnx or web")

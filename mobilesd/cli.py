@@ -66,6 +66,18 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_logging(quiet: bool) -> None:
+    """The library logs through ``logging`` (diffusers style); the command line shows mobilesd's INFO lines."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[mobilesd] %(message)s"))
+    log = logging.getLogger("mobilesd")
+    log.handlers[:] = [handler]
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Only import the module of the command being run.
@@ -75,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_module", None):
         parser.print_help()
         return 2 if args.command else 0
+    _configure_logging(quiet=bool(getattr(args, "quiet", False)))
     try:
         return int(args._module.run(args) or 0)
     except MobileSDError as exc:

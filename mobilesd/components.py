@@ -417,9 +417,8 @@ def nearest_step_index(timesteps: list, t: float) -> np.ndarray:
     return np.asarray([int(np.argmin(np.abs(np.asarray(timesteps, np.float64) - float(t))))], np.float32)
 
 
-def make_unet_chunk(unet, start: int, stop: int) -> nn.Module:
-    """A UNetChunk, step-indexed when the UNet carries simulated activation quantization (export --quantized
-    --simulate-activations marks it with ``_mobilesd_step_context``)."""
+def make_unet_chunk(unet, start: int, stop: int, step_context=None) -> nn.Module:
+    """A UNetChunk; step-indexed (a ``step_index`` input) when ``step_context`` is given: the StepContext of a
+    quantized model whose simulated activation quantizers read per-step tables (export --simulate-activations)."""
     chunk = UNetChunk(unet, start, stop)
-    ctx = getattr(unet, "_mobilesd_step_context", None)
-    return StepIndexedChunk(chunk, ctx) if ctx is not None else chunk
+    return StepIndexedChunk(chunk, step_context) if step_context is not None else chunk

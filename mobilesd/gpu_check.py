@@ -27,6 +27,9 @@ import numpy as np
 class GpuCheckResult:
     available: bool                       # a GPU accelerator (Vulkan adapter) could be created
     fully_accelerated: bool
+    compiled: bool = False                # CompiledModel was created with the GPU accelerator only
+    ran: bool = False                     # inputs were given and the compiled graph ran on them
+    run_error: str | None = None          # why a compiled graph failed to run (inputs given)
     unsupported_ops: list[str] = field(default_factory=list)
     gpu_ops: int | None = None            # as the delegate reports: ops on the GPU / left for the CPU
     cpu_ops: int | None = None
@@ -89,14 +92,17 @@ def check_gpu(tflite_path: str | Path, inputs: dict[str, np.ndarray] | None = No
             with np.load(Path(tmp) / "outputs.npz") as z:
                 outputs = [z[f"out{i}"] for i in range(len(z.files))]
     error = child.get("error")
+    run_error = error if (inputs is not None and child.get("compiled") and not child.get("ran")) else None
     if proc.returncode != 0 and not child:
         tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
         error = f"GPU check process died (exit {proc.returncode}): {tail}"
     available = bool(child.get("compiled")) or bool(log["unsupported"]) or log["adapter"] is not None
     if error and ("No adapters found" in proc.stderr or "No adapter" in error):
         available = False
+    if inputs is not None and child.get("compiled") and not child.get("ran") and run_error is None:
+        run_error = error or f"the GPU run produced no outputs (exit {proc.returncode})"
     return GpuCheckResult(
-        available=available,
+        available=available, compiled=bool(child.get("compiled")), ran=outputs is not None, run_error=run_error,
         fully_accelerated=bool(child.get("compiled")) and bool(child.get("fully_accelerated")) and not log["unsupported"],
         unsupported_ops=sorted(log["unsupported"]), gpu_ops=log["gpu_ops"], cpu_ops=log["cpu_ops"],
         adapter=log["adapter"], error=error, seconds=round(time.perf_counter() - start, 2),
@@ -119,6 +125,8 @@ def _child(argv: list[str]) -> int:
         model = CompiledModel.from_file(a.model, hardware_accel=HardwareAccelerator.GPU)
         res["compiled"] = True
         res["fully_accelerated"] = bool(model.is_fully_accelerated())
+        # recorded now: a crash while running must still read as "compiled, then the run failed"
+        Path(a.result).write_text(json.dumps(dict(res, error="the GPU run crashed the process")))
         if a.inputs:
             sig = model.get_signature_list()
             key = next(iter(sig))

@@ -69,14 +69,16 @@ class TorchStages(Stages):
 
     runtime = "torch"
 
-    def __init__(self, pipe, chunks: list[tuple[int, int]] | None = None, unet_batch: int = 2):
+    def __init__(self, pipe, chunks: list[tuple[int, int]] | None = None, unet_batch: int = 2,
+                 step_context=None):
+        """``step_context``: the StepContext of a quantized UNet with simulated activation quantization (its
+        chunks then take a step_index input, as the exported graphs do)."""
         from mobilesd.components import TextEncoder, VAEDecoder, make_unet_chunk, unet_stages
 
         self.text_encoder = TextEncoder(pipe.text_encoder).eval()
         chunks = chunks or [(0, len(unet_stages(pipe.unet)))]
-        self.chunks = [make_unet_chunk(pipe.unet, a, b).eval() for a, b in chunks]
-        ctx = getattr(pipe.unet, "_mobilesd_step_context", None)
-        self.step_timesteps = ctx.timesteps if ctx is not None else None
+        self.chunks = [make_unet_chunk(pipe.unet, a, b, step_context).eval() for a, b in chunks]
+        self.step_timesteps = step_context.timesteps if step_context is not None else None
         self.specs = [(c.input_names(), c.output_names(), c.aliases()) for c in self.chunks]
         self.decoder = VAEDecoder(pipe.vae).eval()
         self.unet_batch = unet_batch
@@ -183,10 +185,10 @@ class HostPipeline:
     # -- construction ---------------------------------------------------------------------------------
     @classmethod
     def from_diffusers(cls, pipe, chunks=None, unet_batch: int = 2, height: int | None = None,
-                       width: int | None = None) -> "HostPipeline":
+                       width: int | None = None, step_context=None) -> "HostPipeline":
         from mobilesd.components import latent_shape
 
-        return cls(TorchStages(pipe, chunks, unet_batch), pipe.tokenizer, dict(pipe.scheduler.config),
+        return cls(TorchStages(pipe, chunks, unet_batch, step_context), pipe.tokenizer, dict(pipe.scheduler.config),
                    latent_shape(pipe, height, width))
 
     @classmethod

@@ -40,7 +40,7 @@ def test_every_graph_verified_and_fully_gpu_accelerated(android_bundle):
         if not gpu.get("available", True):
             pytest.skip("no Vulkan adapter")
         assert gpu["fully_accelerated"] and gpu["unsupported_ops"] == [], g["name"]
-        assert gpu["output_rel_l2"] is not None and gpu["output_rel_l2"] < m["verification"]["gpu_threshold"]
+        assert gpu["output_rel_l2"] is not None and gpu["output_rel_l2"] < m["verification"]["gpu_thresholds"][g["precision"]]
     e2e = m["verification"]["end_to_end"]
     assert e2e["passed"] and e2e["mean_abs"] < e2e["threshold"]
     assert m["verification"]["passed"]

@@ -77,6 +77,7 @@ def run(args) -> int:
         print(f"{g['name']:<16}{g['size_bytes'] / 2**20:>9.2f}{g['verification']['rel_l2']:>11.2e}{gpu_s:>8}"
               + (f"  {ne or 'none'}" if ios else ""))
     e2e = m["verification"]["end_to_end"]
-    print(f"end-to-end image vs PyTorch: mean abs {e2e['mean_abs']:.2e}, PSNR {e2e['psnr_db']:.1f} dB "
+    psnr = "identical" if e2e["psnr_db"] is None else f"PSNR {e2e['psnr_db']:.1f} dB"
+    print(f"end-to-end image vs PyTorch: mean abs {e2e['mean_abs']:.2e}, {psnr} "
           f"({e2e['settings']['steps']} {e2e['settings']['scheduler']} steps)")
     return 0

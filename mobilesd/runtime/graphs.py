@@ -1,5 +1,5 @@
 """Run one exported graph on this machine: TFLite (ai-edge-litert CPU interpreter), ONNX Runtime, or a Core ML
-package through the MIL interpreter (mobilesd.runtime.mil).
+package through the MIL interpreter (mobilesd.runtime.mil, imported only when one is opened).
 
 Inputs and outputs are passed by the names the manifest lists, so the host pipeline, verification and
 benchmarks all drive graphs the same way an app does.
@@ -14,14 +14,19 @@ from pathlib import Path
 import numpy as np
 
 from mobilesd.errors import MobileSDError
+from mobilesd.runtime.graph_session import GraphSession
 
+__all__ = ["GraphSession", "OnnxSession", "TFLiteSession", "open_graph"]
 
-class GraphSession:
-    input_names: list[str]
-    output_names: list[str]
-
-    def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-        raise NotImplementedError
+    def run_named(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Outputs by the manifest's names. The file's outputs map to them by position (TFLite names its
+        outputs output_0, output_1, ...), so a count that differs is an error, never a silent truncation."""
+        out = self.run(inputs)
+        if len(out) != len(self.output_names):
+            raise MobileSDError(f"{getattr(self, 'path', 'graph')}: the graph returns {len(out)} outputs, the "
+                                f"manifest lists {len(self.output_names)} ({self.output_names})",
+                                "the bundle does not match its manifest; re-export it")
+        return dict(zip(self.output_names, out))
 
 
 class TFLiteSession(GraphSession):
@@ -29,6 +34,7 @@ class TFLiteSession(GraphSession):
                  threads: int | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
+        self.path = Path(path)
         self.interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
         sig = self.interpreter.get_signature_list()
         self.signature = next(iter(sig))
@@ -53,6 +59,7 @@ class OnnxSession(GraphSession):
                  threads: int | None = None):
         import onnxruntime as ort
 
+        self.path = Path(path)
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
