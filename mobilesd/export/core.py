@@ -24,7 +24,7 @@ from mobilesd.errors import MobileSDError
 from mobilesd.export import checks, manifest as manifest_mod, tasks
 from mobilesd.export.options import ISOLATE_ABOVE_BYTES, TFLITE_TARGETS, ExportOptions, make_plan
 from mobilesd.export.quantized import apply_quantized, write_quantization
-from mobilesd.export.runner import TaskRunner
+from mobilesd.export.runner import DISK_FULL, TaskRunner, disk_full_error
 
 logger = logging.getLogger("mobilesd.export")
 
@@ -35,7 +35,6 @@ def export(model=None, out: str | Path = "bundle", options: ExportOptions | None
     """Export ``model`` (a diffusers folder, single-file checkpoint or hub id; default: the bundled digits
     model) or an in-memory diffusers ``pipe`` into the bundle folder ``out``."""
     from mobilesd.loading import default_model_path
-    from mobilesd.pipeline import FORMAT_RUNTIME
 
     plan = make_plan(options or ExportOptions())
     opts = plan.opts
@@ -53,8 +52,21 @@ def export(model=None, out: str | Path = "bundle", options: ExportOptions | None
         raise MobileSDError("an in-memory pipeline cannot be exported through worker processes",
                             "pass the model's folder instead, or isolate=False")
     load = dict(allow_pickle=allow_pickle, prediction_type=prediction_type, config=str(config) if config else None)
-    t_start = time.perf_counter()
+    try:
+        manifest = _export_into(out, plan, source, load, isolate, pipe)
+    except OSError as exc:
+        if exc.errno in DISK_FULL:
+            raise disk_full_error(exc, str(out)) from exc
+        raise
+    logger.info("bundle %s written to %s in %.0fs", manifest["bundle_id"], out, manifest["export_seconds"])
+    return Bundle(out, manifest)
 
+
+def _export_into(out: Path, plan, source: str, load: dict, isolate: bool, pipe) -> dict:
+    from mobilesd.pipeline import FORMAT_RUNTIME
+
+    opts = plan.opts
+    t_start = time.perf_counter()
     with atomic_folder(out, opts.overwrite) as tmp:
         work = tmp / ".work"
         work.mkdir()
@@ -91,9 +103,7 @@ def export(model=None, out: str | Path = "bundle", options: ExportOptions | None
                           for g in graphs if "gpu" in g and not g["gpu"].get("skipped")})
         manifest_mod.add_results(manifest, graphs, e2e, time.perf_counter() - t_start, isolate, peaks)
         shutil.rmtree(work)
-        manifest = finalize_manifest(tmp, manifest)
-    logger.info("bundle %s written to %s in %.0fs", manifest["bundle_id"], out, manifest["export_seconds"])
-    return Bundle(out, manifest)
+        return finalize_manifest(tmp, manifest)
 
 
 def _convert_all(run: TaskRunner, job: tasks.Job, chunks: list, manifest: dict) -> list[dict]:

@@ -43,7 +43,9 @@ def base_manifest(plan: ExportPlan, source: str, facts: dict, chunks: list) -> d
                       "pad_id": int(tok["pad_id"] if tok["pad_id"] is not None else EOS_ID),
                       "lowercase": True, "padding": "max_length"},
         "scheduler": {"config": "scheduler/scheduler_config.json", "default": "dpm",
-                      "supported": list(CLIENT_SCHEDULERS), "train_timesteps": facts["train_timesteps"]},
+                      "supported": list(CLIENT_SCHEDULERS), "train_timesteps": facts["train_timesteps"],
+                      **({"nonfinite_defaults_omitted": facts["scheduler_nonfinite_defaults"]}
+                         if facts.get("scheduler_nonfinite_defaults") else {})},
         "cfg": {"mode": "batch" if opts.unet_batch == 2 else "sequential", "unet_batch": opts.unet_batch,
                 "batch_order": ["unconditional", "conditional"], "default_guidance": 7.5,
                 "negative_prompt_default": "", "formula": "uncond + guidance * (cond - uncond)"},

@@ -9,6 +9,7 @@ interrupted export (Ctrl-C) kills its worker first. No step is left running behi
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import multiprocessing as mp
@@ -22,6 +23,12 @@ from mobilesd.errors import MobileSDError
 
 logger = logging.getLogger(__name__)
 LOG_TAIL_LINES = 12
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_error(exc: OSError, where: str) -> MobileSDError:
+    return MobileSDError(f"no space left on the device while writing {where} ({exc.strerror})",
+                         "free disk space or choose an --out on another disk; the previous bundle is untouched")
 
 
 def _tail(path: Path, n: int = LOG_TAIL_LINES) -> str:
@@ -107,6 +114,11 @@ def _worker_main(module: str, name: str, kwargs: dict, result: str, log: str) ->
         data = fn(loaded=None, **kwargs)
     except MobileSDError as exc:
         data = {"error": {"problem": exc.problem, "fix": exc.fix}}
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        err = disk_full_error(exc, "the bundle")
+        data = {"error": {"problem": err.problem, "fix": err.fix}}
     except Exception as exc:
         traceback.print_exc()
         data = {"error": {"problem": f"{name} failed: {type(exc).__name__}: {exc}",

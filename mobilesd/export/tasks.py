@@ -82,7 +82,7 @@ def task_inspect(job: Job, loaded: Loaded | None = None) -> dict:
     max_bytes = plan.unet_max_mb * 2**20 if plan.unet_max_mb else None
     chunks = plan_unet_chunks(pipe.unet, job.opts.unet_chunks, max_bytes, BYTES_PER_PARAM[plan.threshold_key()])
     _write_tokenizer(pipe, job.root / "tokenizer")
-    pipe.scheduler.save_config(str(job.root / "scheduler"))
+    dropped = _write_scheduler_config(pipe.scheduler, job.root / "scheduler")
     c, h, w = latent_shape(pipe, job.opts.height, job.opts.width)
     tok = pipe.tokenizer
     facts = {
@@ -96,8 +96,24 @@ def task_inspect(job: Job, loaded: Loaded | None = None) -> dict:
         "tokenizer": {"max_length": int(tok.model_max_length), "bos_id": tok.bos_token_id,
                       "eos_id": tok.eos_token_id, "pad_id": tok.pad_token_id},
         "train_timesteps": int(pipe.scheduler.config.num_train_timesteps),
+        "scheduler_nonfinite_defaults": dropped,
     }
     return {"chunks": chunks, "facts": json.loads(json.dumps(facts, allow_nan=False))}
+
+
+def _write_scheduler_config(scheduler, out: Path) -> list[str]:
+    """diffusers' scheduler_config.json, strict JSON: keys holding a non-finite value (DPM-Solver's
+    ``lambda_min_clipped = -inf``, its default) are left out, so every reader applies the default."""
+    import math
+
+    scheduler.save_config(str(out))
+    path = out / "scheduler_config.json"
+    cfg = json.loads(path.read_text())
+    dropped = sorted(k for k, v in cfg.items() if isinstance(v, float) and not math.isfinite(v))
+    if dropped:
+        path.write_text(json.dumps({k: v for k, v in cfg.items() if k not in dropped}, indent=2,
+                                   allow_nan=False) + "\n")
+    return dropped
 
 
 def _write_tokenizer(pipe, out: Path):

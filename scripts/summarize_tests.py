@@ -1,0 +1,57 @@
+"""Read every suite's JUnit XML report and print one combined summary; exit non-zero if any suite failed,
+ran no test, or wrote no report. Used by scripts/test.sh (the README's test command, which CI runs)."""
+
+from __future__ import annotations
+
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+
+def counts(path: Path) -> dict:
+    root = ET.parse(path).getroot()
+    suites = [root] if root.tag == "testsuite" else root.iter("testsuite")
+    c = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for s in suites:
+        if s.find("testsuite") is not None:   # nested suites (Swift's xunit, node): count the leaves only
+            continue
+        cases = s.findall("testcase")
+        c["tests"] += len(cases)
+        c["failures"] += sum(1 for t in cases if t.find("failure") is not None)
+        c["errors"] += sum(1 for t in cases if t.find("error") is not None)
+        c["skipped"] += sum(1 for t in cases if t.find("skipped") is not None)
+    return c
+
+
+def main(argv: list[str]) -> int:
+    results = Path(argv[0])
+    suites = argv[1].split(",")                     # name=exit code pairs, in run order
+    ok, total = True, {"passed": 0, "failed": 0, "skipped": 0}
+    parts = []
+    print("\n==================== test summary (all suites) ====================")
+    for item in suites:
+        name, code = item.split("=")
+        report = results / f"{name}.xml"
+        if not report.exists():
+            print(f"{name:>8}: NO REPORT (runner exit {code})")
+            ok = False
+            continue
+        c = counts(report)
+        failed = c["failures"] + c["errors"]
+        passed = c["tests"] - failed - c["skipped"]
+        status = "ok" if (failed == 0 and c["tests"] > 0 and code == "0") else "FAILED"
+        if c["tests"] == 0:
+            status = "FAILED (no tests ran)"
+        ok &= status == "ok"
+        total["passed"] += passed
+        total["failed"] += failed
+        total["skipped"] += c["skipped"]
+        parts.append(f"{name} {passed}")
+        print(f"{name:>8}: {passed} passed, {failed} failed, {c['skipped']} skipped (runner exit {code}) {status}")
+    print(f"{total['passed']} passed, {total['failed']} failed, {total['skipped']} skipped "
+          f"({', '.join(parts)})" + ("" if ok else "  -- FAILED"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
