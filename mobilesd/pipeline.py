@@ -27,7 +27,7 @@ SCHEDULERS = {
 # the schedulers every app client implements (and the bundle's scheduler.supported list)
 CLIENT_SCHEDULERS = ("dpm", "euler", "ddim", "lcm")
 RUNTIMES = ("torch", "tflite", "onnx", "coreml-mil")
-# graph file format -> the host runtime that runs it (coreml-mil: the MIL interpreter, mobilesd/runtime/mil.py)
+# graph file format -> the host runtime that runs it (coreml-mil: the MIL interpreter, mobilesd/runtime/mil/)
 FORMAT_RUNTIME = {"tflite": "tflite", "onnx": "onnx", "mlpackage": "coreml-mil"}
 
 OnStage = Callable[[str, float], None]
@@ -193,8 +193,10 @@ class HostPipeline:
 
     @classmethod
     def from_bundle(cls, bundle_dir, runtime: str = "tflite", threads: int | None = None,
-                    model: str | None = None) -> "HostPipeline":
-        """``runtime`` torch runs the PyTorch source model recorded in the manifest (or ``model``)."""
+                    model: str | None = None, quantized: str | None = None) -> "HostPipeline":
+        """``runtime`` torch runs the PyTorch model the export verified the bundle against: the source model
+        recorded in the manifest (or ``model``) and, for a bundle of a quantized model, that quantized model's
+        weights from ``quantization.source`` (or ``quantized``), see ``_torch_stages``."""
         from mobilesd.bundle import load_bundle
         from mobilesd.tokenizer import load_clip_tokenizer
 
@@ -213,15 +215,7 @@ class HostPipeline:
         sched_cfg = json.loads(bundle.path(m["scheduler"]["config"]).read_text())
         lat = m["latent"]
         if runtime == "torch":
-            from mobilesd.loading import load_pipeline
-
-            src = model or m["source"]["model"]
-            if src.startswith("<"):
-                raise MobileSDError("this bundle was exported from an in-memory pipeline: --runtime torch has no "
-                                    "source model to load", "pass --model DIR (the model the bundle came from)")
-            pipe = load_pipeline(src, prediction_type=m["source"]["prediction_type"])
-            chunks = [tuple(g["meta"]["stage_range"]) for g in bundle.unet_graphs()]
-            stages: Stages = TorchStages(pipe, chunks, m["cfg"]["unet_batch"])
+            stages: Stages = _torch_stages(bundle, model, quantized)
         else:
             stages = GraphStages(bundle, threads)
         hp = cls(stages, tokenizer, sched_cfg, (lat["channels"], lat["height"], lat["width"]),
@@ -297,6 +291,55 @@ class HostPipeline:
             return image
         # what diffusers' image processor does: *255, round, uint8
         return (image * 255).round().astype(np.uint8)
+
+
+def _torch_stages(bundle, model: str | None, quantized: str | None) -> TorchStages:
+    """The bundle's source model in PyTorch, as the export loaded it: prediction type and native size from the
+    manifest (what a single-file source did not state), and for a quantized model's bundle the same
+    quantized-model plumbing as the export (``mobilesd.export.quantized.apply_quantized``): its integer weights,
+    and with --simulate-activations its per-step activation quantization, step-indexed per chunk."""
+    from mobilesd.loading import load_pipeline
+
+    m = bundle.manifest
+    src = model or m["source"]["model"]
+    if src.startswith("<"):
+        raise MobileSDError("this bundle was exported from an in-memory pipeline: --runtime torch has no "
+                            "source model to load", "pass --model DIR (the model the bundle came from)")
+    image_size = None
+    sample, factor = m["source"].get("unet_config", {}).get("sample_size"), m["latent"].get("vae_scale_factor")
+    if Path(src).suffix == ".safetensors" and sample is not None and factor:
+        image_size = tuple(s * factor for s in sample) if isinstance(sample, list) else sample * factor
+    pipe = load_pipeline(src, prediction_type=m["source"]["prediction_type"], image_size=image_size)
+    chunks = [tuple(g["meta"]["stage_range"]) for g in bundle.unet_graphs()]
+    q = m.get("quantization")
+    if not q:
+        return TorchStages(pipe, chunks, m["cfg"]["unet_batch"])
+    import logging
+
+    from mobilesd.export.options import ExportOptions
+    from mobilesd.export.quantized import apply_quantized
+
+    qdir = Path(quantized or q["source"])
+    cfg_file = qdir / "quant_config.json"
+    if not cfg_file.is_file():
+        raise MobileSDError(f"bundle {bundle.root} was exported from the quantized model {qdir} (manifest "
+                            "quantization.source), which is not here: --runtime torch would run the float model",
+                            "pass --quantized Q (the quantized-model folder the bundle was exported from)")
+    cfg = json.loads(cfg_file.read_text())
+    differ = [k for k in ("method", "weight_bits", "act_bits", "timesteps")
+              if (cfg.get(k) or None) != (q.get(k) or None)]
+    if differ:
+        raise MobileSDError(f"the quantized model {qdir} is not the one bundle {bundle.root} was exported from "
+                            f"({', '.join(f'{k}: {cfg.get(k)!r} here, {q.get(k)!r} in the manifest' for k in differ)})",
+                            "pass --quantized Q with the quantized-model folder the bundle was exported from")
+    opts = ExportOptions(target=m["target"], quantized=str(qdir), simulate_activations=bool(q.get("simulate_activations")),
+                         activation_quantization=q.get("activation_quantization"))
+    state = apply_quantized(pipe, opts)
+    logging.getLogger(__name__).info(
+        "torch runtime: %s with the integer weights of %s%s", src, qdir,
+        ", activations quantized per step (as the bundle's step_index graphs)" if state.step_context is not None
+        else ", activations in float (the export's reference for this bundle)")
+    return TorchStages(pipe, chunks, m["cfg"]["unet_batch"], state.step_context)
 
 
 def diffusers_reference(pipe, prompt: str, negative_prompt: str = "", steps: int = 20, guidance: float = 7.5,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 warnings.filterwarnings("ignore")
-ct = pytest.importorskip("coremltools")
+import coremltools as ct  # noqa: E402  (a hard dependency: an import error must fail, not skip)
 
 from coremltools.converters.mil import Builder as mb
 from coremltools.converters.mil.mil import Function, Program, types
@@ -1066,3 +1066,23 @@ def test_full_tiny_unet_and_vae(tiny_components, tmp_path, what, target, precisi
             else tiny_components["vae_decoder"])
     prec = ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32
     _check(comp, _convert(comp, target, prec, tmp_path / f"{what}.mlpackage"), tol)
+
+
+@pytest.mark.parametrize("nbits,vsize,blocks", [(1, 1, (1, 1)), (4, 1, (2, 1)), (6, 2, (1, 3)), (8, 1, (3, 2)),
+                                                (3, 4, (1, 1))])
+def test_hand_written_lut_lookup_equals_coremltools(nbits, vsize, blocks):
+    """The interpreter's iOS18 LUT lookup (written for memory, see its docstring) gives coremltools' own
+    lut_to_dense result, dtype included."""
+    from coremltools.optimize._utils import lut_to_dense as ct_lut_to_dense
+
+    from mobilesd.runtime.mil.ops.constexpr_ops import lut_to_dense
+
+    rng = np.random.default_rng(nbits * 7 + vsize)
+    shape = (6, 12)
+    indices = rng.integers(0, 2 ** nbits, size=shape).astype(np.uint8)
+    lut = rng.standard_normal((*blocks, 2 ** nbits, vsize)).astype(np.float16)
+    axis = 0 if vsize > 1 else None
+    ours = lut_to_dense(indices, lut, axis)
+    ref = ct_lut_to_dense(indices, lut, axis)
+    assert ours.dtype == ref.dtype and ours.shape == ref.shape
+    np.testing.assert_array_equal(ours, ref)

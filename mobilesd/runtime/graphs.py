@@ -18,17 +18,6 @@ from mobilesd.runtime.graph_session import GraphSession
 
 __all__ = ["GraphSession", "OnnxSession", "TFLiteSession", "open_graph"]
 
-    def run_named(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Outputs by the manifest's names. The file's outputs map to them by position (TFLite names its
-        outputs output_0, output_1, ...), so a count that differs is an error, never a silent truncation."""
-        out = self.run(inputs)
-        if len(out) != len(self.output_names):
-            raise MobileSDError(f"{getattr(self, 'path', 'graph')}: the graph returns {len(out)} outputs, the "
-                                f"manifest lists {len(self.output_names)} ({self.output_names})",
-                                "the bundle does not match its manifest; re-export it")
-        return dict(zip(self.output_names, out))
-
-
 class TFLiteSession(GraphSession):
     def __init__(self, path: str | Path, input_names: list[str], output_names: list[str],
                  threads: int | None = None):
