@@ -7,6 +7,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Safe to run again: a stamp of everything the set-up depends on makes a repeat run a no-op.
+stamp_inputs() { cat scripts/setup*.sh pyproject.toml constraints.txt web_app/package-lock.json 2>/dev/null | sha256sum | cut -c1-32; }
+STAMP=.venv/.mobilesd-setup-done
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(stamp_inputs)" ] && [ "${MOBILESD_FORCE_SETUP:-0}" != "1" ]; then
+  echo "set-up already done (delete $STAMP or set MOBILESD_FORCE_SETUP=1 to redo it)"
+  exit 0
+fi
+
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 
@@ -29,4 +37,10 @@ PY=${PYTHON:-python3}
 # open_clip only for its bundled CLIP BPE vocabulary; --no-deps keeps torchvision (no CPU build) out.
 .venv/bin/pip install -q -c constraints.txt --no-deps "open_clip_torch==3.3.0"
 .venv/bin/python -c "import mobilesd.converters, mobilesd.quant, mobilesd.tokenizer as t; t.open_clip_bpe_path()"
+# the app clients: JDK + JUnit + JNA (Android core), the Swift chroot + ONNX Runtime headers (iOS core),
+# npm packages + Playwright driving Debian's chromium (browser)
+for client in android ios web; do
+  bash "scripts/setup_$client.sh"
+done
+stamp_inputs > "$STAMP"
 echo "set-up done: .venv ready (torch $(.venv/bin/python -c 'import torch; print(torch.__version__)'))"
