@@ -7,6 +7,8 @@ nothing about quantization methods, bundles or apps.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,6 +16,25 @@ from pathlib import Path
 import numpy as np
 
 from mobilesd.errors import MobileSDError
+
+
+# Warnings that third-party code raises about its own internals on every conversion: nothing a user can act on.
+# Each is ignored by exact message and only inside a conversion call, never process-wide; any other warning
+# reaches the user.
+THIRD_PARTY_NOISE = (
+    # torch 2.13's torch.export calls its own deprecated pytree API (torch/utils/_pytree.py), once per export
+    (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
+    # coremltools 9.0's torch frontend calls its own deprecated _TORCH_OPS_REGISTRY.__contains__, once per op
+    (DeprecationWarning, r"Function _TORCH_OPS_REGISTRY\.__contains__ is deprecated"),
+)
+
+
+@contextlib.contextmanager
+def third_party_noise_ignored():
+    with warnings.catch_warnings():
+        for category, message in THIRD_PARTY_NOISE:
+            warnings.filterwarnings("ignore", message=message, category=category)
+        yield
 
 
 @dataclass
@@ -82,6 +103,28 @@ class Converter(ABC):
         if precision not in self.precisions:
             raise MobileSDError(f"precision {precision!r} is not supported for --target {self.target}",
                                 f"use one of {list(self.precisions)}")
+
+    def weight_scheme(self, precision: str) -> dict | None:
+        """How this converter quantizes weights at ``precision``, for the verification's simulation of it
+        (mobilesd.verify.simulated_quantization_error); None for float32 weights."""
+        if precision == "fp32":
+            return None
+        if precision == "fp16":
+            return {"kind": "fp16", "min_elements": 0}
+        return {"kind": "int", "bits": 8 if precision == "int8" else 4, "min_elements": 0}
+
+    def time_phase_fp16(self, precision: str) -> bool:
+        """Whether the device's runtime computes the timestep embedding's phase (``t * freq`` before sin/cos)
+        in half precision at ``precision`` (Core ML keeps it fp32, see coreml._fp16_op; fp32/int8 ONNX does)."""
+        return False
+
+    def check_component(self, component, precision: str) -> None:
+        """Refuse, before converting, what would lose its numerics at this precision (naming the config field)."""
+        from mobilesd.components import check_time_phase_fp16
+
+        self.check_precision(precision)
+        if self.time_phase_fp16(precision):
+            check_time_phase_fp16(component.module, f"--target {self.target}")
 
     def threshold_key(self, precision: str) -> str:
         """Key of this conversion's verification thresholds in mobilesd.verify (the precision, or e.g.

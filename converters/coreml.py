@@ -37,11 +37,10 @@ import io
 import logging
 import os
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
-from mobilesd.converters.base import ConvertedGraph, Converter, TensorSpec
+from mobilesd.converters.base import ConvertedGraph, Converter, TensorSpec, third_party_noise_ignored
 
 from mobilesd.errors import MobileSDError
 
@@ -60,9 +59,9 @@ ANE_MAX_MB = 953.0
 def _ct():
     """Import coremltools without its Linux start-up noise (no native runtime here) and register the
     torch.export ops it lacks."""
-    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()), \
-            warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    # coremltools' start-up notes (no libcoremlpython on Linux, untested torch / scikit-learn versions) are
+    # logging records, not warnings: the redirects keep them off the user's terminal
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
         import coremltools as ct
         from coremltools.converters.mil.frontend.torch import ops as torch_ops
         from coremltools.converters.mil.frontend.torch.torch_op_registry import (
@@ -76,13 +75,24 @@ def _ct():
     return ct
 
 
+_TRIG = ("sin", "cos")
+
+
+def _feeds_only_trig(op, depth: int = 0) -> bool:
+    """Whether every use of ``op``'s outputs is a sin/cos or, in turn, feeds only sin/cos: the phase chain."""
+    children = [c for out in op.outputs for c in out.child_ops]
+    return bool(children) and depth < 8 and all(c.op_type in _TRIG or _feeds_only_trig(c, depth + 1)
+                                                for c in children)
+
+
 def _fp16_op(op) -> bool:
-    """Which ops compute in fp16 under FLOAT16 compute precision: all but the sinusoidal timestep
-    embedding's phase (``t * freq`` feeding sin/cos) and the sin/cos themselves. In fp16 the phase of
+    """Which ops compute in fp16 under FLOAT16 compute precision: all but the timestep embedding's phase
+    (the ops from ``t`` up to sin/cos, e.g. ``t * freq``) and the sin/cos themselves. In fp16 the phase of
     t = 999 is off by up to ~0.5 rad (fp16 spacing at 512..1024 is 0.5), which made the UNet's time
-    embedding 2e-2 wrong (relative L2); these few [1, 160]-sized ops stay fp32 (on device: CPU/GPU)."""
-    trig = ("sin", "cos")
-    return not (op.op_type in trig or (op.op_type == "mul" and any(c.op_type in trig for c in op.outputs[0].child_ops)))
+    embedding 2e-2 wrong (relative L2); a Fourier time embedding (``time_embedding_type="fourier"``:
+    ``2 pi w t``, |w t| in the thousands) lost it all (1e-1) while only its last multiplication stayed fp32.
+    These few [1, 160]-sized ops stay fp32 (on device: CPU/GPU)."""
+    return not (op.op_type in _TRIG or _feeds_only_trig(op))
 
 
 def _target(ct, name: str):
@@ -143,6 +153,15 @@ class CoreMLConverter(Converter):
     def threshold_key(self, precision: str) -> str:
         return f"pal{self.palettize}" if self.palettize else precision
 
+    def weight_scheme(self, precision: str) -> dict | None:
+        if self.palettize:
+            return {"kind": "palettize", "bits": self.palettize, "mode": self.palettize_mode,
+                    "min_elements": WEIGHT_THRESHOLD}
+        scheme = super().weight_scheme(precision)
+        if scheme and precision == "int4":
+            scheme["block"] = INT4_BLOCK_SIZE
+        return dict(scheme, min_elements=WEIGHT_THRESHOLD) if scheme else None
+
     def compression_mode(self, precision: str) -> str:
         if self.palettize:
             return f"palettize-{self.palettize_mode}-{self.palettize}bit"
@@ -150,7 +169,7 @@ class CoreMLConverter(Converter):
                 "int4": f"linear-int4-per-block{INT4_BLOCK_SIZE}"}[precision]
 
     def passes_for(self, role: str) -> list[str]:
-        return ["split_einsum_attention"] if role == "unet" and self.attention == "split-einsum" else []
+        return ["split_einsum_attention"] if role == "unet" and self.attention == "split-einsum" else ["finite_causal_mask"] if role == "text_encoder" else []
 
     # ---- conversion ---------------------------------------------------------------------------------
     def convert(self, component, out_dir: Path, precision: str = "fp16") -> ConvertedGraph:
@@ -158,7 +177,7 @@ class CoreMLConverter(Converter):
 
         from mobilesd.passes import apply_passes
 
-        self.check_precision(precision)
+        self.check_component(component, precision)
         ct = _ct()
         out_dir = Path(out_dir)
         passes = self.passes_for(component.role)
@@ -168,9 +187,8 @@ class CoreMLConverter(Converter):
         file_outputs = [f"{n}_out" if n in component.example_inputs else n for n in component.output_names]
         log = io.StringIO()
         try:
-            with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stderr(log), \
+            with torch.no_grad(), third_party_noise_ignored(), contextlib.redirect_stderr(log), \
                     contextlib.redirect_stdout(log):
-                warnings.simplefilter("ignore")
                 ep = torch.export.export(module, (), dict(component.example_inputs)).run_decompositions({})
                 prog = ct.convert(ep, convert_to="milinternal",
                                   minimum_deployment_target=_target(ct, self.deployment_target),
@@ -204,11 +222,13 @@ class CoreMLConverter(Converter):
                                                                     self.deployment_target, fp16)
             if act:
                 meta["activation_quantization"] = insert_activation_quantization(prog, weights, act, fp16)
-        # layers a quantized model keeps in floating point (its policy: e.g. skip convs) stay float here too
+        # layers a quantized model keeps in floating point (its policy: e.g. skip convs; SVDQuant's low-rank
+        # branches) stay float here too
         float_layers = [f"{n}.weight" for n in (getattr(component, "float_layers", None) or [])]
         keep = _find_weight_consts(prog, module, float_layers, fp16, strict=False) if float_layers else {}
-        with warnings.catch_warnings(), contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
-            warnings.simplefilter("ignore")
+        if getattr(component, "lowrank_layers", None):
+            meta["svdquant"] = _lowrank_summary(component, keep)
+        with third_party_noise_ignored(), contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
             compression = self._compress(ct, prog, precision, keep_float={op.name for op in keep.values()})
             if float_layers:
                 compression["float_layers_kept"] = len(keep)
@@ -426,6 +446,24 @@ def carry_quantized_weights(prog, weights: dict, table: dict, deployment_target:
             summary["params"].append({"param": name, "const": new.op.name, "bits": bits,
                                       "scale_shape": list(scale.shape)})
     return summary
+
+
+def _lowrank_summary(component, keep: dict) -> dict:
+    """SVDQuant's branch weights in the package: float consts (fp16 under FLOAT16 compute), kept uncompressed."""
+    layers = component.lowrank_layers
+    names = [f"{n}.{part}.weight" for n in layers for part in ("lowrank_down", "lowrank_up")]
+    params = dict(component.module.named_parameters())
+    found = [keep[n] for n in names if n in keep]
+    smooth = [v["smooth"] for v in layers.values()]
+    dtypes: dict[str, int] = {}
+    for op in found:
+        key = str(op.outputs[0].val.dtype)
+        dtypes[key] = dtypes.get(key, 0) + 1
+    return {"layers": len(layers), "branch_parameters": int(sum(params[n].numel() for n in names if n in params)),
+            "branch_tensors": len(names), "branch_tensors_found": len(found),
+            "branch_weight_bytes": int(sum(op.outputs[0].val.nbytes for op in found)), "branch_dtypes": dtypes,
+            "smoothing": {"folded": smooth.count("folded"), "multiply": smooth.count("multiply"),
+                          "none": smooth.count("none")}}
 
 
 # ---- W8A8: static activation quantization in front of quantized layers ---------------------------------

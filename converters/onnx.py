@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import io
-import warnings
 from pathlib import Path
 
-from mobilesd.converters.base import ConvertedGraph, Converter, TensorSpec
+from mobilesd.converters.base import ConvertedGraph, Converter, TensorSpec, third_party_noise_ignored
 from mobilesd.errors import MobileSDError
 
 _EXTERNAL_DATA_BYTES = 1 << 30
@@ -21,7 +20,7 @@ class OnnxConverter(Converter):
     format = "onnx"
     suffix = ".onnx"
     precisions = ("fp32", "int8")
-    passes: list[str] = []
+    passes: list[str] = ["finite_causal_mask"]
     opset = 18
 
     def convert(self, component, out_dir: Path, precision: str = "fp32") -> ConvertedGraph:
@@ -29,7 +28,7 @@ class OnnxConverter(Converter):
 
         from mobilesd.passes import apply_passes
 
-        self.check_precision(precision)
+        self.check_component(component, precision)
         out_dir = Path(out_dir)
         module = apply_passes(component.module, self.passes).eval()
         path = out_dir / f"{component.name}{self.suffix}"
@@ -39,8 +38,7 @@ class OnnxConverter(Converter):
         # output is `hidden_out`. The manifest keeps the bundle-wide names; runtimes read outputs by position.
         file_outputs = [f"{n}_out" if n in component.example_inputs else n for n in component.output_names]
         try:
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-                warnings.simplefilter("ignore")
+            with third_party_noise_ignored(), contextlib.redirect_stdout(io.StringIO()):
                 torch.onnx.export(module, args=(), kwargs=dict(component.example_inputs), f=str(float_path),
                                   input_names=list(component.example_inputs), output_names=file_outputs,
                                   opset_version=self.opset, dynamo=True, external_data=external,

@@ -23,19 +23,6 @@ MAX_LENGTH = 77
 _N_MERGES = 49152 - 256 - 2
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte -> printable unicode map."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs)))
-
-
 def open_clip_bpe_path() -> Path:
     import importlib.util
 
@@ -53,10 +40,13 @@ def open_clip_bpe_path() -> Path:
 
 @lru_cache(maxsize=1)
 def _vocab_and_merges() -> tuple[dict[str, int], list[str]]:
+    # GPT-2/CLIP's reversible byte -> printable unicode map, from transformers (its slow-tokenizer converter)
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
     with gzip.open(open_clip_bpe_path(), "rt", encoding="utf-8") as f:
         lines = f.read().split("\n")
     merges = lines[1 : _N_MERGES + 1]
-    byte_chars = list(_bytes_to_unicode().values())
+    byte_chars = list(bytes_to_unicode().values())  # in byte-table order: the first 512 ids
     tokens = byte_chars + [c + "</w>" for c in byte_chars]
     tokens += ["".join(m.split()) for m in merges]
     tokens += ["<|startoftext|>", "<|endoftext|>"]

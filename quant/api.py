@@ -10,12 +10,20 @@ Learning rates are relative where Adam's step would otherwise ignore scale: a la
 step size's rate is ``act_lr`` x its initial value; TDQ generators use ``tdq_lr`` directly.
 
 - ``efficientdm``: QALoRA (LoRA merged before weight fake-quant) with scale-aware learning rates, plus
-  per-step activation step sizes (TALSQ) or TDQ intervals, distilled from the teacher.
+  per-step activation step sizes (TALSQ) or TDQ intervals, distilled from the teacher. Options:
+  ``learn_weight_scales`` (L4Q, Jeon et al. 2024: the weight step sizes trained by LSQ jointly with the LoRA,
+  rate ``weight_scale_lr`` x each scale) and ``lora_blocks`` k (GraLoRA, Jung et al. 2025: k x k granular
+  LoRA blocks of rank r / k, same parameter count, merged before quantization).
+- ``svdquant`` (Li et al. 2024; quant/svdquant.py): smoothing from per-channel calibration maxima (when
+  activations are quantized), a rank-``svd_rank`` 16-bit branch from the SVD of the smoothed weight, the
+  residual quantized; static intervals on the smoothed inputs. ``distill``: EfficientDM's distillation on
+  top (QALoRA on the residual, per-step intervals; L4Q / GraLoRA options apply too).
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from pathlib import Path
 
@@ -23,21 +31,40 @@ import torch
 
 from mobilesd.errors import MobileSDError
 from mobilesd.quant import policy
-from mobilesd.quant.calibrate import calibrate, default_prompts
-from mobilesd.quant.distill import DistillConfig, distill
+from mobilesd.quant.calibrate import default_prompts, record_inputs, step_size_tables
+from mobilesd.quant.distill import DistillConfig
+from mobilesd.quant.distill import distill as run_distillation
 from mobilesd.quant.model import (COMPONENTS, QuantizedModel, attach_act_quantizers, install_step_hook,
                                   replace_layers)
 from mobilesd.quant.quantizers import StepContext
 from mobilesd.quant.tdq import TDQGenerator
 
-METHODS = ("ptq", "tdq", "efficientdm")
+logger = logging.getLogger(__name__)
+
+METHODS = ("ptq", "tdq", "efficientdm", "svdquant")
 INTERVALS = ("static", "per-step", "tdq")
-DEFAULT_INTERVALS = {"ptq": "static", "tdq": "tdq", "efficientdm": "per-step"}
+DEFAULT_INTERVALS = {"ptq": "static", "tdq": "tdq", "efficientdm": "per-step", "svdquant": "static"}
 
 
-def _check(method, weight_bits, act_bits, intervals, group_size, components):
+def trains_lora(method: str, distill: bool) -> bool:
+    return method == "efficientdm" or (method == "svdquant" and distill)
+
+
+def _check(method, weight_bits, act_bits, intervals, group_size, components, svd_rank=32, distill=False,
+           learn_weight_scales=False, lora_blocks=1, lora_rank=32):
     if method not in METHODS:
         raise MobileSDError(f"unknown method {method!r}", f"use one of {list(METHODS)}")
+    if distill and method != "svdquant":
+        raise MobileSDError(f"--distill is an option of --method svdquant (got --method {method})",
+                            "for distillation of plain weights use --method efficientdm")
+    if svd_rank < 1:
+        raise MobileSDError(f"--rank {svd_rank} must be at least 1", "e.g. --method svdquant --rank 8")
+    if (learn_weight_scales or lora_blocks != 1) and not trains_lora(method, distill):
+        raise MobileSDError("--learn-weight-scales and --lora-blocks train with the LoRA: they need --method "
+                            "efficientdm (or svdquant --distill)", "add --method efficientdm")
+    if lora_blocks < 1 or lora_rank % lora_blocks:
+        raise MobileSDError(f"--lora-blocks {lora_blocks} must be at least 1 and divide --lora-rank {lora_rank}",
+                            "e.g. --lora-rank 32 --lora-blocks 2 (each block then has rank 16)")
     if weight_bits not in (4, 8):
         raise MobileSDError(f"--weights {weight_bits} is not supported", "use --weights 8 or 4")
     if act_bits not in (8, 16, 6, 4):
@@ -46,6 +73,9 @@ def _check(method, weight_bits, act_bits, intervals, group_size, components):
         raise MobileSDError(f"unknown --act-intervals {intervals!r}", f"use one of {list(INTERVALS)}")
     if group_size is not None and (group_size < 8 or group_size & (group_size - 1)):
         raise MobileSDError(f"--group-size {group_size} is not a power of two >= 8", "e.g. --group-size 32")
+    if method == "tdq" and act_bits == 16:
+        raise MobileSDError("--method tdq trains activation intervals: at --acts 16 there are none",
+                            "quantize activations (--acts 8 or 4), or use --method ptq / efficientdm for weights only")
     bad = [c for c in components if c not in COMPONENTS]
     if bad or "unet" not in components:
         raise MobileSDError(f"--components {components} must include unet and only {list(COMPONENTS)}",
@@ -58,23 +88,34 @@ def quantize(model=None, out: str | Path | None = None, *, method: str = "ptq", 
              prompts: list[str] | None = None, calib_prompts: int = 32, steps: int = 20,
              guidance: float | None = None, scheduler: str = "dpm", iterations: int = 40, batch_size: int = 8,
              lora_rank: int = 32, lora_lr: float = 0.002, act_lr: float = 0.01, tdq_lr: float = 1e-3,
+             learn_weight_scales: bool = False, weight_scale_lr: float = 0.005, lora_blocks: int = 1,
+             svd_rank: int = 32, smooth_alpha: float = 0.5, distill: bool = False,
              device: str = "cpu", mixed_precision: str = "no", seed: int = 0, resume: bool = False,
              stop_after: int | None = None,
-             overwrite: bool = False, progress: bool = True, pipe=None) -> QuantizedModel | None:
-    """Returns None when ``stop_after`` ended the run early (its checkpoint is kept for ``resume``)."""
+             overwrite: bool = False, progress: bool = True, pipe=None, loras=(),
+             allow_pickle: bool = False) -> QuantizedModel | None:
+    """Returns None when ``stop_after`` ended the run early (its checkpoint is kept for ``resume``).
+    ``loras``: LoraSpec / "FILE[:SCALE]" fused into the model before calibration and quantization (recorded in
+    the config: the export fuses them again into the float base before putting the integers in)."""
     from mobilesd.loading import default_model_path, load_pipeline
+    from mobilesd.lora import fuse_loras, inspect_loras
 
-    intervals = act_intervals or DEFAULT_INTERVALS.get(method, "static")
+    intervals = act_intervals or ("per-step" if method == "svdquant" and distill else
+                                  DEFAULT_INTERVALS.get(method, "static"))
     components = tuple(components)
-    _check(method, weight_bits, act_bits, intervals, group_size, components)
+    _check(method, weight_bits, act_bits, intervals, group_size, components, svd_rank, distill,
+           learn_weight_scales, lora_blocks, lora_rank)
     quant_acts = act_bits != 16
     if out is not None:
         from mobilesd.bundle import check_output_dir
 
         check_output_dir(Path(out), overwrite)
     source = str(model) if model is not None else (None if pipe is not None else str(default_model_path()))
+    lora_files = inspect_loras(loras, allow_pickle)   # a bad LoRA file fails before the model loads
     if pipe is None:
         pipe = load_pipeline(source)
+    if lora_files:
+        fuse_loras(pipe, lora_files, allow_pickle)
     pipe.set_progress_bar_config(disable=True)
     tiny = source is not None and (Path(source) / "classifier").is_dir()
     if guidance is None:
@@ -96,15 +137,16 @@ def quantize(model=None, out: str | Path | None = None, *, method: str = "ptq", 
     # calibration on the full-precision teacher
     unet_plan = plans["unet"]
     act_bits_by_layer = {n: s["acts"] for n, s in unet_plan.items() if s["acts"]}
-    tables, timesteps = {"per_step": {}, "static": {}}, []
+    tables, timesteps, recorder = {"per_step": {}, "static": {}}, [], None
     if act_bits_by_layer:
         calib = prompts[:calib_prompts] if len(prompts) > calib_prompts else prompts
         if len(calib) < calib_prompts:  # cycle short prompt lists
             calib = [calib[i % len(calib)] for i in range(calib_prompts)]
         teacher_layers = {n: pipe.unet.get_submodule(n) for n in act_bits_by_layer}
         pipe.to(device)  # the teacher samples on the training device (real SD: the GPU)
-        tables, timesteps = calibrate(pipe, teacher_layers, act_bits_by_layer, calib, steps, guidance, scheduler,
-                                      batch_size=batch_size, seed=seed, progress=progress, device=device)
+        recorder, timesteps = record_inputs(pipe, teacher_layers, calib, steps, guidance, scheduler,
+                                            batch_size=batch_size, seed=seed, progress=progress, device=device,
+                                            per_channel=method == "svdquant")
         pipe.to("cpu")
     calib_s = time.perf_counter() - t0
 
@@ -113,6 +155,16 @@ def quantize(model=None, out: str | Path | None = None, *, method: str = "ptq", 
     student = copy.deepcopy(teacher)
     context = StepContext(timesteps)
     layers = {"unet": replace_layers(student, unet_plan, symmetric, group_size)}
+    svd_info, smooth = None, {}
+    if method == "svdquant":
+        from mobilesd.quant.svdquant import decompose
+
+        act_max = {n: recorder.channel_max(n) for n in act_bits_by_layer} if recorder is not None else None
+        svd_info = decompose(layers["unet"], svd_rank, act_max, smooth_alpha)
+        smooth = {n: q.smooth for n, q in layers["unet"].items() if q.smooth is not None}
+    if recorder is not None:
+        tables = step_size_tables(recorder, act_bits_by_layer, steps, smooth)
+        del recorder
     init = tables["static"] if intervals == "static" else tables["per_step"]
     attach_act_quantizers(layers["unet"], unet_plan, context, init)
     generators = {}
@@ -130,19 +182,25 @@ def quantize(model=None, out: str | Path | None = None, *, method: str = "ptq", 
 
     # training
     train_stats = None
-    if method in ("tdq", "efficientdm"):
+    lora_fallback = []
+    if method == "tdq" or trains_lora(method, distill):
         groups, named = [], {}
-        if method == "efficientdm":
+        if trains_lora(method, distill):
             g = torch.Generator("cpu").manual_seed(seed)
             scales = {}
             for name, q in layers["unet"].items():
                 if q.weight_quant is not None:
-                    q.add_lora(lora_rank, g)
+                    if q.add_lora(lora_rank, g, lora_blocks) != lora_blocks:
+                        lora_fallback.append(name)
                     scales[name] = float(q.weight_quant.scale.mean())
             for name, s in scales.items():  # scale-aware: a layer's LoRA lr is lora_lr x its weight step size
                 q = layers["unet"][name]
                 groups.append({"params": [q.lora_down, q.lora_up], "lr": lora_lr * s})
                 named[f"{name}.lora_down"], named[f"{name}.lora_up"] = q.lora_down, q.lora_up
+                if learn_weight_scales:  # L4Q: the step sizes learn with the LoRA (relative rate, like act_lr)
+                    p = q.weight_quant.make_scales_learnable()
+                    groups.append({"params": [p], "lr": weight_scale_lr * float(p.detach().abs().mean())})
+                    named[f"{name}.weight_scale"] = p
         for name, q in layers["unet"].items():
             if q.act_quant is None:
                 continue
@@ -167,13 +225,12 @@ def quantize(model=None, out: str | Path | None = None, *, method: str = "ptq", 
         cfg = DistillConfig(iterations=iterations, batch_size=batch_size, steps=steps, guidance=guidance,
                             scheduler=scheduler, seed=seed, device=device, mixed_precision=mixed_precision,
                             stop_after=stop_after)
-        train_stats = distill(pipe, student, teacher, groups, named, prompts, cfg,
+        train_stats = run_distillation(pipe, student, teacher, groups, named, prompts, cfg,
                               ckpt / "state.pt" if ckpt else None, resume, progress)
         hook.remove()
         if train_stats["stopped"]:
-            if progress:
-                print(f"[mobilesd] stopped after {stop_after} iterations; checkpoint in {ckpt}; "
-                      "run the same command with --resume to continue")
+            logger.info("stopped after %d iterations; checkpoint in %s; run the same command with --resume "
+                        "to continue", stop_after, ckpt)
             return None
         student.requires_grad_(False)
         student.to("cpu")
@@ -183,6 +240,8 @@ def quantize(model=None, out: str | Path | None = None, *, method: str = "ptq", 
     for name, q in layers["unet"].items():
         if q.act_quant is not None:
             q.act_quant.freeze_table(timesteps)
+        if q.weight_quant is not None:
+            q.weight_quant.freeze_scales()  # L4Q: the learned step sizes are the layer's scales from here on
         if q.lora_down is not None:
             q.lora_saved = (q.lora_down.detach().clone(), q.lora_up.detach().clone())
         q.merge()
@@ -199,14 +258,25 @@ def quantize(model=None, out: str | Path | None = None, *, method: str = "ptq", 
         "plan": plans, "timesteps": timesteps, "calibration": {
             "prompts": min(len(prompts), calib_prompts) if act_bits_by_layer else 0, "steps": steps,
             "scheduler": scheduler, "guidance": guidance, "seed": seed},
-        "lora_rank": lora_rank if method == "efficientdm" else None,
+        "lora_rank": lora_rank if trains_lora(method, distill) else None,
+        "lora_blocks": lora_blocks if trains_lora(method, distill) else None,
+        "lora_blocks_fallback": lora_fallback,
+        "learn_weight_scales": bool(learn_weight_scales),
+        "distill": bool(distill),
+        "svdquant": None if svd_info is None else {
+            "rank": svd_rank, "smooth_alpha": smooth_alpha if act_bits_by_layer else None,
+            "layers": svd_info,
+            "branch_parameters": sum(int(q.lowrank_down.numel() + q.lowrank_up.numel())
+                                     for q in layers["unet"].values() if q.lowrank_down is not None)},
         "base_model": str(Path(source).resolve()) if source and Path(source).exists() else source,
+        "loras": [lora.manifest_entry() for lora in lora_files],
         "seconds": {"calibration": round(calib_s, 1), "total": round(time.perf_counter() - t0, 1)},
         "training": None if train_stats is None else {
             "iterations": train_stats["iterations"], "resumed_from": train_stats["resumed_from"],
             "final_loss": train_stats["loss_history"][-1] if train_stats["loss_history"] else None,
             "first_loss": train_stats["loss_history"][0] if train_stats["loss_history"] else None,
             "batch_size": batch_size, "lora_lr": lora_lr, "act_lr": act_lr, "tdq_lr": tdq_lr,
+            "weight_scale_lr": weight_scale_lr if learn_weight_scales else None,
             "device": device, "mixed_precision": mixed_precision},
     }
     qm = QuantizedModel(pipe, config, layers, context)
@@ -216,7 +286,7 @@ def quantize(model=None, out: str | Path | None = None, *, method: str = "ptq", 
             extra["tdq.safetensors"] = {f"unet.{n}.{k}": v.detach().contiguous()
                                         for n, gen in generators.items() for k, v in gen.state_dict().items()}
         qm.save_pretrained(out, overwrite=overwrite, extra_files=extra)
-        if method in ("tdq", "efficientdm"):
+        if train_stats is not None:
             import shutil
 
             shutil.rmtree(Path(str(out) + ".checkpoint"), ignore_errors=True)

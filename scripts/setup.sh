@@ -33,6 +33,8 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 # torch first and pinned: an unpinned torch pulls several GB of CUDA packages.
 .venv/bin/pip install -q torch==2.13.0
+# a fresh 3.11 venv ships setuptools 65 without wheel: the packaging test builds a wheel without isolation
+.venv/bin/pip install -q -c constraints.txt "setuptools>=68" wheel
 .venv/bin/pip install -q -c constraints.txt -e ".[test]"
 # open_clip only for its bundled CLIP BPE vocabulary; --no-deps keeps torchvision (no CPU build) out.
 .venv/bin/pip install -q -c constraints.txt --no-deps "open_clip_torch==3.3.0"

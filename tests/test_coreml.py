@@ -11,15 +11,12 @@ import torch
 
 from mobilesd.errors import MobileSDError
 from mobilesd.export import ExportOptions, export
+from mobilesd.runtime import mil  # the MIL interpreter: a part of mobilesd, so an import error fails the tests
 
 QUANTIZED = ["parts.down_0.resnets.0.conv1.weight",                                # conv 3x3
              "parts.down_0.attentions.0.proj_in.weight",                           # conv 1x1
              "parts.down_0.attentions.0.transformer_blocks.0.attn1.to_q.weight",   # linear (a 1x1 conv after the pass)
              "parts.down_0.attentions.0.transformer_blocks.0.ff.net.2.weight"]     # linear
-
-
-def _mil():
-    return pytest.importorskip("mobilesd.runtime.mil", reason="the MIL interpreter (mobilesd/runtime/mil.py) is not here")
 
 
 def _small_component(pipe, stop: int = 2):
@@ -64,7 +61,6 @@ def _rel_l2(a, b):
 
 
 def _check_numerics(path, comp, bound):
-    mil = _mil()
     ref = [r.numpy() for r in comp.run(comp.example_inputs)]
     got = mil.interpret(path, {k: v.numpy() for k, v in comp.example_inputs.items()})
     got = list(got.values()) if isinstance(got, dict) else got
@@ -229,7 +225,6 @@ def test_bad_requests_fail_cleanly(tiny_model_dir, tmp_path, opts, match):
 
 @pytest.fixture(scope="session")
 def ios_bundle(tiny_model_dir, tmp_path_factory):
-    _mil()
     out = tmp_path_factory.mktemp("bundles") / "ios"
     return export(tiny_model_dir, out, ExportOptions(target="ios", unet_chunks=2, verify_steps=2, progress=False))
 

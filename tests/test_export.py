@@ -35,10 +35,11 @@ def test_every_graph_verified_and_fully_gpu_accelerated(android_bundle):
     m = android_bundle.manifest
     for g in m["graphs"]:
         v = g["verification"]
-        assert v["passed"] and v["rel_l2"] <= v["threshold"] == m["verification"]["graph_thresholds"]["fp16"]
+        # per-graph bound: a margin over the simulated error, never above the precision's ceiling
+        assert v["passed"] and v["rel_l2"] <= v["threshold"] <= m["verification"]["graph_thresholds"]["fp16"]
         gpu = g["gpu"]
-        if not gpu.get("available", True):
-            pytest.skip("no Vulkan adapter")
+        # the fixture runs the GPU check; without a Vulkan adapter the export fails instead of recording a skip
+        assert not gpu.get("skipped") and gpu["available"] and gpu["passed"], g["name"]
         assert gpu["fully_accelerated"] and gpu["unsupported_ops"] == [], g["name"]
         assert gpu["output_rel_l2"] is not None and gpu["output_rel_l2"] < m["verification"]["gpu_thresholds"][g["precision"]]
     e2e = m["verification"]["end_to_end"]
@@ -161,8 +162,8 @@ def test_isolated_export_in_worker_processes(tiny_model_dir, tmp_path, onnx_bund
     assert {g["name"]: g["verification"]["rel_l2"] for g in m["graphs"]} == pytest.approx(ref, rel=1e-6, abs=1e-9)
     assert m["verification"]["end_to_end"]["mean_abs"] == pytest.approx(
         onnx_bundle.manifest["verification"]["end_to_end"]["mean_abs"], abs=1e-7)
-    _assert_nothing_left(tmp_path, "nothing")  # no stray temp folders
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".iso.")]
+    # the bundle and nothing else: no .iso.partial-* folder, no worker scratch space left beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["iso"]
 
 
 def test_readme_main_command_on_the_default_model(tmp_path, monkeypatch, capsys):

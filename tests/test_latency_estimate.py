@@ -1,6 +1,8 @@
 """Roofline estimator: device table, calibration against published figures, the SD1.5 / S23 estimate."""
 
 import json
+import math
+import re
 
 import pytest
 
@@ -10,15 +12,55 @@ from mobilesd.latency import roofline
 from mobilesd.latency.schema import validate_report
 
 
-def test_device_table_has_sources_for_every_figure():
+_UNIT = {"TFLOPS": 1e12, "trillion operations/s": 1e12, "GB/s": 1e9}
+_NUMBER = r"~?([0-9]+(?:\.[0-9]+)?)"
+
+
+def _figure_from_source(text: str, unit: str) -> float:
+    """The number a device-table source sentence gives, in base units: the derivation's product where it shows
+    one ("1536 FP32 ALUs x 2 x 0.719 GHz = 2.2 TFLOPS FP32", "LPDDR5X-8400 x 64-bit = 67.2 GB/s"), else the first
+    figure quoted in ``unit``; then the conversion the sentence states ("x2 for FP16", "taken as half",
+    "scaled by 24/32")."""
+    units = "|".join(re.escape(u) for u in (_UNIT if unit == "flops" else ["GB/s"]))
+    m = re.search(_NUMBER + rf" ({units})", text)
+    assert m, f"no figure in {unit} in: {text}"
+    stated = float(m.group(1)) * _UNIT[m.group(2)]
+    value = stated
+    derived = re.search(rf"derived: (.*?) = {_NUMBER} TFLOPS", text)
+    if derived:  # factors "N things" x ... x "C GHz": the product in GFLOP/s
+        factors = [float(re.match(_NUMBER, f.strip()).group(1)) for f in derived.group(1).split(" x ")]
+        value = math.prod(factors) * 1e9
+    lpddr = re.search(rf"LPDDR\w*-([0-9]+) x ([0-9]+)-bit = {_NUMBER} GB/s", text)
+    if lpddr:  # transfers/s (MT/s) x bus width in bytes
+        value = float(lpddr.group(1)) * 1e6 * int(lpddr.group(2)) / 8
+    assert value == pytest.approx(stated, rel=0.03), f"the derivation does not give the stated figure: {text}"
+    if unit == "flops":
+        if "x2 for FP16" in text:
+            value *= 2
+        elif "taken as half" in text:
+            value /= 2
+        scaled = re.search(r"scaled by ([0-9]+)/([0-9]+)", text)
+        if scaled:
+            value *= int(scaled.group(1)) / int(scaled.group(2))
+    return value
+
+
+def test_device_table_figures_follow_from_their_sources():
     devices = roofline.load_devices()
     for key in ("galaxy-s23-gpu", "galaxy-s24-gpu", "pixel-8-gpu", "iphone-15-pro-gpu", "iphone-15-pro-ane"):
         assert key in devices, key
     for key, d in devices.items():
-        assert d["peak_fp16_flops"] > 1e11 and d["bandwidth_bytes_s"] > 1e9, key
-        assert len(d["peak_source"]) > 20 and len(d["bandwidth_source"]) > 20, key
+        # the figure the estimator uses is the one its source sentence states or derives, not a loose number
+        assert d["peak_fp16_flops"] == pytest.approx(_figure_from_source(d["peak_source"], "flops"), rel=0.01), key
+        assert d["bandwidth_bytes_s"] == pytest.approx(_figure_from_source(d["bandwidth_source"], "bytes"),
+                                                       rel=0.01), key
         assert d["peak_confidence"] in ("low", "medium", "high"), key
         assert d["accelerator"] in ("gpu", "ane", "npu"), key
+    # the check can fail: an FP16 peak that forgot its "x2 for FP16", a bandwidth off its LPDDR arithmetic
+    s23 = devices["galaxy-s23-gpu"]
+    assert s23["peak_fp16_flops"] / 2 != pytest.approx(_figure_from_source(s23["peak_source"], "flops"), rel=0.01)
+    with pytest.raises(AssertionError, match="derivation"):
+        _figure_from_source("LPDDR5X-8400 x 64-bit = 76.2 GB/s", "bytes")
 
 
 def test_published_figures_are_usable_or_say_why_not():
@@ -49,10 +91,28 @@ def test_calibration_states_error_per_figure():
         assert c["mean_abs_loo_error"] >= c["mean_abs_error"] * 0.99  # held-out error is never better
     used = [f for f in cal["figures"] if f["used"]]
     assert len(used) >= 8
-    for f in used:
-        assert f["estimated_s"] > 0 and "error" in f and "loo_error" in f, f["id"]
-        # the fit is a geometric mean: the estimate / published ratio is exactly 1 + error
-        assert f["estimated_s"] / f["seconds"] == pytest.approx(1 + f["error"])
+    published = {f["id"]: f for f in roofline.load_published()}
+    devices = roofline.load_devices()
+    for acc, c in cal["classes"].items():
+        figs = [f for f in used if f["accelerator"] == acc]
+        assert sorted(c["figures"]) == sorted(f["id"] for f in figs)
+        # recomputed here from the published figures and the device table: the roofline time of each figure
+        # at efficiency 1, and the class efficiency as the geometric mean of ideal / published over them
+        ideal = {}
+        for f in figs:
+            p = published[f["id"]]
+            plan = roofline.analytic_plan(p["arch"], p["width"], p["height"], p["cfg"], weight_bytes=p["weight_bits"] / 8)
+            ideal[f["id"]] = roofline.stage_seconds(plan, devices[p["device"]], 1.0, p["steps"])[p["stage"]]
+        ratios = {i: ideal[i] / published[i]["seconds"] for i in ideal}
+        assert c["efficiency"] == pytest.approx(math.exp(sum(map(math.log, ratios.values())) / len(ratios)), rel=1e-9)
+        for f in figs:
+            assert f["seconds"] == published[f["id"]]["seconds"]
+            assert f["estimated_s"] == pytest.approx(ideal[f["id"]] / c["efficiency"], rel=1e-9), f["id"]
+            others = [r for i, r in ratios.items() if i != f["id"]]
+            loo_eff = math.exp(sum(map(math.log, others)) / len(others))
+            assert f["loo_error"] == pytest.approx(ideal[f["id"]] / loo_eff / f["seconds"] - 1, rel=1e-9), f["id"]
+        # a geometric-mean fit leaves errors whose log ratios cancel (an arithmetic mean would not)
+        assert sum(math.log(1 + f["error"]) for f in figs) == pytest.approx(0, abs=1e-9)
     # the chosen fusion mode is the one that fits the published figures best (held-out error)
     loo = {m: sum(c["mean_abs_loo_error"] for c in roofline.calibrate(m)["classes"].values())
            for m in roofline.FUSION_MODES}

@@ -21,7 +21,11 @@ from typing import Callable
 from mobilesd.errors import MobileSDError
 from mobilesd.latency.schema import SCHEMA_VERSION, TARGET_SECONDS, now_iso, sha256_file, stage_stats
 
-RUNTIME_DELEGATE = {"tflite": "xnnpack", "onnx": "CPUExecutionProvider", "torch": "cpu"}
+RUNTIME_DELEGATE = {"tflite": "xnnpack", "onnx": "CPUExecutionProvider", "torch": "cpu",
+                    # Core ML itself runs only on Apple devices: these are MIL-program timings on this CPU
+                    "coreml-mil": "mobilesd MIL interpreter on the host CPU (not Core ML; fp16 emulated)"}
+# the report's runtime.name (latency-report schema enum): the format the runtime reads
+REPORT_RUNTIME_NAME = {"tflite": "tflite", "onnx": "onnx", "torch": "torch", "coreml-mil": "coreml"}
 
 
 class RunRecorder:
@@ -87,7 +91,11 @@ def _cpu_name() -> str:
 
 
 def _runtime_version(runtime: str) -> str:
-    dist = {"tflite": "ai-edge-litert", "onnx": "onnxruntime", "torch": "torch"}[runtime]
+    if runtime == "coreml-mil":  # mobilesd's interpreter reads the package with coremltools' protobufs
+        from mobilesd import __version__
+
+        return f"mobilesd {__version__} MIL interpreter, " + _runtime_version("coremltools")
+    dist = {"tflite": "ai-edge-litert", "onnx": "onnxruntime", "torch": "torch"}.get(runtime, runtime)
     try:
         return f"{dist} {importlib.metadata.version(dist)}"
     except importlib.metadata.PackageNotFoundError:
@@ -123,6 +131,8 @@ def bench_runtime(bundle: str | Path, runtime: str, *, threads: int | None = Non
     if steps < 1:
         raise MobileSDError(f"--steps {steps} is not a positive number of steps", "use e.g. --steps 20")
     manifest = json.loads(manifest_path.read_text())
+    if runtime not in RUNTIME_DELEGATE:
+        raise MobileSDError(f"unknown runtime {runtime!r}", f"use one of {', '.join(RUNTIME_DELEGATE)}")
     factory = pipeline_factory or _default_factory
 
     t0 = time.perf_counter()
@@ -165,7 +175,8 @@ def bench_runtime(bundle: str | Path, runtime: str, *, threads: int | None = Non
         "device": {"name": f"host ({_cpu_name()})", "os": f"{platform.system()} {platform.release()}",
                    "soc": _cpu_name(), "accelerator": "cpu", "accelerator_name": platform.machine(),
                    "cpu_threads": int(threads_used)},
-        "runtime": {"name": runtime, "version": _runtime_version(runtime), "delegate": RUNTIME_DELEGATE[runtime],
+        "runtime": {"name": REPORT_RUNTIME_NAME[runtime], "version": _runtime_version(runtime),
+                    "delegate": RUNTIME_DELEGATE[runtime],
                     "precision": "fp32" if runtime == "torch" else str(manifest.get("precision", "unknown"))},
         "bundle": {"id": str(manifest.get("bundle_id") or bundle.name), "manifest_sha256": sha256_file(manifest_path)},
         "settings": {"width": int(image.get("width", 512)), "height": int(image.get("height", 512)), "steps": steps,

@@ -5,11 +5,14 @@ from __future__ import annotations
 import base64
 import html
 import io
+import textwrap
 
-from mobilesd.latency.schema import TARGET_SECONDS, end_to_end, now_iso, report_label
+from mobilesd.latency.schema import end_to_end, now_iso, report_label
+from mobilesd.latency.verdict import MISS, NOT_COMPARABLE, PASS, SYNTHETIC, target_of, verdict
 
-TARGET_RES = (512, 512)
 COLORS = {"text_encoder": "#4C72B0", "unet": "#DD8452", "vae_decoder": "#55A868", "other": "#B0B0B0"}
+DPI = 110  # figures are drawn and saved at this dpi: artist extents are PNG pixels (the Chromium test uses them)
+CSS_CLASS = {PASS: "pass", MISS: "miss", NOT_COMPARABLE: "nc", SYNTHETIC: "synthetic"}
 
 
 def _stage(report: dict, name: str) -> float | None:
@@ -28,30 +31,6 @@ def unet_total(report: dict) -> float | None:
     return None if step is None else step * report["settings"]["steps"]
 
 
-def target_of(report: dict) -> float:
-    return float(report.get("target_s", TARGET_SECONDS))
-
-
-def verdict(report: dict) -> tuple[bool, str]:
-    """(meets target, sentence) for one run, with the qualifiers a reader needs."""
-    e2e, target = end_to_end(report), target_of(report)
-    s = report["settings"]
-    ok = e2e <= target
-    text = (f"meets the {target:g} s target ({e2e:.2f} s, {target - e2e:.2f} s to spare)" if ok
-            else f"misses the {target:g} s target by {e2e - target:.2f} s ({e2e:.2f} s)")
-    notes = []
-    if report["kind"] == "estimate":
-        notes.append("estimate, not a measurement")
-    if report["measured_by"]["kind"] == "host":
-        notes.append("measured on a host, not a phone")
-    if (s["width"], s["height"]) != TARGET_RES:
-        notes.append(f"at {s['width']}x{s['height']}, not 512x512")
-    notes.append(f"{s['steps']} steps")
-    if s["cfg_mode"] == "none":
-        notes.append("without classifier-free guidance")
-    return ok, text + (f" [{'; '.join(notes)}]" if notes else "")
-
-
 # ------------------------------------------------------------------------------------------ plots
 
 def _plt():
@@ -63,11 +42,33 @@ def _plt():
     return plt
 
 
-def _png(fig) -> str:
+def _figure(height_in: float):
+    # constrained layout keeps tick labels and the outside legend inside the figure without
+    # bbox_inches="tight", so the saved PNG has exactly the figure's pixels
+    return _plt().subplots(figsize=(9, height_in), dpi=DPI, layout="constrained")
+
+
+def png_bytes(fig) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
+
+
+def _png(fig) -> str:
+    data = png_bytes(fig)
     _plt().close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return base64.b64encode(data).decode("ascii")
+
+
+def _legend_below(fig, handles: list, ncols: int | None = None):
+    """One legend under the axes, outside them: it can never cover bars or lines. One entry per label."""
+    uniq: dict = {}
+    for h in handles:
+        uniq.setdefault(h.get_label(), h)
+    if not uniq:
+        return None
+    return fig.legend(list(uniq.values()), list(uniq.keys()), loc="outside lower center", fontsize=8,
+                      ncols=ncols or min(len(uniq), 4))
 
 
 def _labels(reports: list[dict]) -> list[str]:
@@ -80,11 +81,13 @@ def _labels(reports: list[dict]) -> list[str]:
     return out
 
 
-def plot_stage_bars(reports: list[dict]) -> str:
-    plt = _plt()
+def stage_bars_figure(reports: list[dict]):
+    """Per-stage stacked bars, one row per run, with the target line; the legend sits below the axes."""
+    from matplotlib.patches import Patch
 
     labels = _labels(reports)
-    fig, ax = plt.subplots(figsize=(9, 0.6 * len(reports) + 1.6))
+    fig, ax = _figure(0.6 * len(reports) + 2.2)
+    drawn: set[str] = set()
     for i, r in enumerate(reports):
         left = 0.0
         parts = [("text_encoder", _stage(r, "text_encoder")), ("unet", unet_total(r)),
@@ -94,28 +97,28 @@ def plot_stage_bars(reports: list[dict]) -> str:
         for name, v in parts:
             if v:
                 ax.barh(i, v, left=left, color=COLORS[name], edgecolor="white",
-                        hatch="//" if r["kind"] == "estimate" else None,
-                        label=name if i == 0 or name not in ax.get_legend_handles_labels()[1] else None)
+                        hatch="//" if r["kind"] == "estimate" else None)
+                drawn.add(name)
                 left += v
         ax.text(left, i, f" {end_to_end(r):.2f} s", va="center", fontsize=8)
     target = target_of(reports[0])
-    ax.axvline(target, color="red", linestyle="--", linewidth=1.5)
-    ax.text(target, -0.6, f" {target:g} s target", color="red", fontsize=8, va="bottom")
+    line = ax.axvline(target, color="red", linestyle="--", linewidth=1.5, label=f"{target:g} s target")
     ax.set_yticks(range(len(reports)), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("seconds per image (end to end; UNet = all steps; hatched = estimate)")
     ax.set_title("Per-stage latency per device / runtime")
-    handles, names = ax.get_legend_handles_labels()
-    uniq = dict(zip(names, handles))
-    ax.legend(uniq.values(), uniq.keys(), fontsize=8, loc="lower right")
     ax.set_xlim(0, max(max(end_to_end(r) for r in reports), target) * 1.18)
-    return _png(fig)
+    # plain colour patches: hatching (estimates) is explained in the axis label
+    _legend_below(fig, [line] + [Patch(facecolor=c, label=n) for n, c in COLORS.items() if n in drawn], ncols=5)
+    return fig
+
+
+def plot_stage_bars(reports: list[dict]) -> str:
+    return _png(stage_bars_figure(reports))
 
 
 def plot_step_timeline(reports: list[dict]) -> str:
-    plt = _plt()
-
-    fig, ax = plt.subplots(figsize=(9, 3.6))
+    fig, ax = _figure(3.9)
     drawn = 0
     for lab, r in zip(_labels(reports), reports):
         if r.get("steps"):
@@ -135,39 +138,37 @@ def plot_step_timeline(reports: list[dict]) -> str:
     ax.set_ylabel("seconds (CFG included)")
     ax.set_title("Per-step timeline (dashed = estimate)")
     ax.set_ylim(bottom=0)
-    if drawn:
-        ax.legend(fontsize=7, loc="best")
+    _legend_below(fig, ax.get_legend_handles_labels()[0], ncols=2)
     return _png(fig)
 
 
 def plot_estimate_vs_measured(reports: list[dict]) -> str:
     """End-to-end per device: estimate and measurement side by side, with the target line."""
-    plt = _plt()
-
     groups: dict[str, dict[str, list[tuple[str, float]]]] = {}
     for lab, r in zip(_labels(reports), reports):
         dev = r["device"].get("device_key") or r["device"]["name"]
-        groups.setdefault(dev, {"estimate": [], "measurement": []})[r["kind"]].append((lab, end_to_end(r)))
-    fig, ax = plt.subplots(figsize=(9, 3.8))
+        kind = SYNTHETIC if r.get("synthetic") else r["kind"]
+        groups.setdefault(dev, {"estimate": [], "measurement": [], SYNTHETIC: []})[kind].append((lab, end_to_end(r)))
+    fig, ax = _figure(4.2)
     x = 0
     ticks, names = [], []
+    styles = (("estimate", "#8172B3", "//"), ("measurement", "#C44E52", None), (SYNTHETIC, "#B0B0B0", "xx"))
     for dev, g in groups.items():
         start = x
-        for kind, color in (("estimate", "#8172B3"), ("measurement", "#C44E52")):
+        for kind, color, hatch in styles:
             for lab, v in g[kind]:
-                ax.bar(x, v, color=color, hatch="//" if kind == "estimate" else None, edgecolor="white",
-                       label=kind if kind not in ax.get_legend_handles_labels()[1] else None)
+                ax.bar(x, v, color=color, hatch=hatch, edgecolor="white", label=kind)
                 ax.text(x, v, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
                 x += 1
         ticks.append((start + x - 1) / 2)
-        names.append(dev)
+        names.append(textwrap.fill(dev, 24))  # host CPU names are long
         x += 0.8
     target = target_of(reports[0])
     ax.axhline(target, color="red", linestyle="--", linewidth=1.5, label=f"{target:g} s target")
-    ax.set_xticks(ticks, names, fontsize=8, rotation=15, ha="right")
+    ax.set_xticks(ticks, names, fontsize=8)
     ax.set_ylabel("end-to-end seconds")
     ax.set_title("Estimate vs measured, per device")
-    ax.legend(fontsize=8)
+    _legend_below(fig, ax.get_legend_handles_labels()[0])
     return _png(fig)
 
 
@@ -183,13 +184,12 @@ def summary_rows(reports: list[dict]) -> list[list[str]]:
     rows = []
     for lab, r in zip(_labels(reports), reports):
         s, rt = r["settings"], r["runtime"]
-        ok, text = verdict(r)
         rows.append([
-            lab, r["kind"], r["measured_by"]["kind"], r["device"]["name"],
+            lab, SYNTHETIC if r.get("synthetic") else r["kind"], r["measured_by"]["kind"], r["device"]["name"],
             rt["name"] + (f"/{rt['delegate']}" if rt.get("delegate") else ""),
             f"{s['width']}x{s['height']}", str(s["steps"]), s["cfg_mode"],
             _fmt(_stage(r, "load"), 2), _fmt(_stage(r, "text_encoder")), _fmt(_stage(r, "unet_step")),
-            _fmt(_stage(r, "vae_decoder")), _fmt(end_to_end(r), 2), ("PASS " if ok else "MISS ") + text,
+            _fmt(_stage(r, "vae_decoder")), _fmt(end_to_end(r), 2), verdict(r).text,
         ])
     return rows
 
@@ -199,7 +199,9 @@ HEADER = ["run", "kind", "by", "device", "runtime", "size", "steps", "CFG", "loa
 
 
 def render_markdown(reports: list[dict]) -> str:
-    lines = [f"# Latency report ({len(reports)} runs, target {target_of(reports[0]):g} s end to end)", "",
+    lines = [f"# Latency report ({len(reports)} runs, target {target_of(reports[0]):g} s end to end, 512x512 on a phone)",
+             "", "PASS / MISS only for phone runs at 512x512; host and desktop runs and other sizes are "
+             "\"not comparable\", hand-made examples \"synthetic example\".", "",
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     for row in summary_rows(reports):
         lines.append("| " + " | ".join(c.replace("|", "/") for c in row) + " |")
@@ -238,11 +240,11 @@ def render_html(reports: list[dict], sources: list[str] | None = None) -> str:
              ("Per-step timeline", plot_step_timeline(reports)),
              ("Estimate vs measured", plot_estimate_vs_measured(reports))]
     rows = "".join(
-        f"<tr class='{'pass' if row[-1].startswith('PASS') else 'miss'}'>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>"
-        for row in summary_rows(reports))
+        f"<tr class='{CSS_CLASS[verdict(r).status]}'>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>"
+        for r, row in zip(reports, summary_rows(reports)))
     details = []
     for i, (lab, r) in enumerate(zip(_labels(reports), reports)):
-        ok, text = verdict(r)
+        v = verdict(r)
         extra = ""
         if r["kind"] == "estimate":
             est = r["estimate"]
@@ -257,8 +259,8 @@ def render_html(reports: list[dict], sources: list[str] | None = None) -> str:
         mem = r.get("memory") or {}
         details.append(f"""
 <section class="run" id="run-{i}">
-  <h3>{e(lab)} <span class="{'pass' if ok else 'miss'}">{'PASS' if ok else 'MISS'}</span></h3>
-  <p class="verdict">{e(text)}</p>
+  <h3>{e(lab)} <span class="{CSS_CLASS[v.status]}">{e(v.status)}</span></h3>
+  <p class="verdict">{e(v.text)}</p>
   <p>measured by: {_kv(r['measured_by'])}<br>device: {_kv(r['device'])}<br>runtime: {_kv(r['runtime'])}<br>
   bundle: {_kv(r['bundle'])}<br>settings: {_kv(r['settings'])}<br>protocol: {_kv(r['protocol'])}
   {'<br>memory: ' + _kv(mem) if mem else ''}{'<br>source file: ' + e(sources[i]) if sources else ''}</p>
@@ -280,14 +282,18 @@ th, td {{ border: 1px solid #ccc; padding: 3px 6px; text-align: left; vertical-a
 th {{ background: #f3f3f3; }}
 tr.pass td:last-child, span.pass {{ color: #1a7f37; font-weight: 600; }}
 tr.miss td:last-child, span.miss {{ color: #cf222e; font-weight: 600; }}
+tr.nc td:last-child, span.nc {{ color: #57606a; font-weight: 600; }}
+tr.synthetic td, span.synthetic {{ color: #8250df; font-style: italic; }}
 figure {{ margin: 1em 0; }} figure img {{ max-width: 100%; border: 1px solid #eee; }}
 section.run {{ border-top: 1px solid #ddd; margin-top: 1.5em; }}
 .notes {{ color: #555; font-style: italic; }}
 </style></head>
 <body>
 <h1>Latency report</h1>
-<p>{len(reports)} run(s); target: <b>{target:g} s</b> end to end for a 512x512 image. Generated {e(now_iso())} by mobilesd
-from reports in the latency-report schema (docs/latency-report.md).</p>
+<p>{len(reports)} run(s); target: <b>{target:g} s</b> end to end for a 512x512 image on a phone. Runs that are not
+(a host, a desktop build of an app, another image size) are marked <i>not comparable</i>; hand-made examples are
+marked <i>synthetic example</i>; neither gets PASS or MISS. Generated {e(now_iso())} by mobilesd from reports in
+the latency-report schema (docs/latency-report.md).</p>
 <h2>Summary</h2>
 <table><tr>{''.join(f'<th>{e(h)}</th>' for h in HEADER)}</tr>{rows}</table>
 <h2>Plots</h2>

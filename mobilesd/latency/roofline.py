@@ -251,6 +251,18 @@ def efficiency_for(device: dict, fusion: str = DEFAULT_FUSION) -> float:
 
 # ------------------------------------------------------------------------------------------ report
 
+def _device_os(device: dict) -> str:
+    """The OS family of a devices.json entry (the table has phones, plus Macs and iPads for calibration)."""
+    name = device["name"]
+    if "Galaxy" in name or "Pixel" in name:
+        return "Android"
+    if "iPad" in name:
+        return "iPadOS"
+    if "Mac" in name:
+        return "macOS"
+    return "iOS"
+
+
 def estimate_report(plan: list[StagePlan], device_key: str, steps: int, cfg: str, width: int, height: int,
                     bundle_info: dict, source: str, efficiency: float | None = None,
                     guidance: float = 7.5, extra_assumptions: list[str] | None = None,
@@ -317,10 +329,10 @@ def estimate_report(plan: list[StagePlan], device_key: str, steps: int, cfg: str
         "created": now_iso(),
         "label": f"{device['name']} / estimate",
         "measured_by": {"kind": "estimator", "tool": f"mobilesd {__version__} estimate ({platform.python_implementation()})"},
-        "device": {"name": device["name"], "os": "Android" if "Galaxy" in device["name"] or "Pixel" in device["name"] else "iOS",
+        "device": {"name": device["name"], "os": _device_os(device),
                    "soc": device["soc"], "accelerator": device["accelerator"],
                    "accelerator_name": device["accelerator_name"], "device_key": device_key},
-        "runtime": {"name": "roofline", "version": SCHEMA_VERSION, "delegate": None, "precision": "fp16"},
+        "runtime": {"name": "roofline", "version": f"mobilesd {__version__}", "delegate": None, "precision": "fp16"},
         "bundle": bundle_info,
         "settings": {"width": width, "height": height, "steps": steps, "guidance": guidance if cfg != "none" else 1.0,
                      "cfg_mode": cfg, "batch_size": 1},

@@ -19,7 +19,8 @@ from typing import Any, Iterable
 
 from mobilesd.errors import MobileSDError
 
-SCHEMA_VERSION = "1.0"
+# 1.1 added the optional top-level "synthetic" flag (hand-made examples); every 1.x report stays readable.
+SCHEMA_VERSION = "1.1"
 SCHEMA_PATH = Path(__file__).with_name("latency_report.schema.json")
 TARGET_SECONDS = 7.0
 STAGE_ORDER = ("load", "text_encoder", "unet_step", "vae_decoder", "end_to_end")
@@ -76,7 +77,7 @@ def check_report(report: Any) -> list[tuple[str, str]]:
     version = report.get("schema_version")
     if isinstance(version, str) and not version.startswith("1."):
         return [(f"schema_version '{version}' is not supported by this mobilesd (reads 1.x)",
-                 "write schema_version \"1.0\" or upgrade mobilesd")]
+                 f"write schema_version \"{SCHEMA_VERSION}\" or upgrade mobilesd")]
     for error in sorted(_validator().iter_errors(report), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path)))):
         # For "if/then" failures jsonschema reports the inner 'required' error too; keep it once.
         problems.append(_describe(error))
@@ -189,13 +190,16 @@ def stage_stats(samples: list[float], calls_per_run: int | None = None) -> dict:
 
 
 def report_label(report: dict) -> str:
+    """Short name for plots and tables; a synthetic example says so wherever its label appears."""
     if report.get("label"):
-        return report["label"]
-    rt = report["runtime"]
-    parts = [report["device"]["name"], rt["name"] + (f"-{rt['delegate']}" if rt.get("delegate") else "")]
-    if report["kind"] == "estimate":
-        parts.append("estimate")
-    return " / ".join(parts)
+        label = report["label"]
+    else:
+        rt = report["runtime"]
+        parts = [report["device"]["name"], rt["name"] + (f"-{rt['delegate']}" if rt.get("delegate") else "")]
+        if report["kind"] == "estimate":
+            parts.append("estimate")
+        label = " / ".join(parts)
+    return f"{label} (synthetic example)" if report.get("synthetic") else label
 
 
 def end_to_end(report: dict) -> float:

@@ -13,6 +13,7 @@ a quantized model (``mobilesd.quant``) and an exported bundle run on this machin
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,11 +24,14 @@ import numpy as np
 from mobilesd.errors import MobileSDError
 from mobilesd.tiny import data
 
+logger = logging.getLogger(__name__)
+
 # The host pipeline's names (mobilesd.pipeline.SCHEDULERS), so every generator accepts the same ones.
 SCHEDULERS = {
     "dpm": "DPMSolverMultistepScheduler",
     "euler": "EulerDiscreteScheduler",
     "ddim": "DDIMScheduler",
+    "lcm": "LCMScheduler",
     "pndm": "PNDMScheduler",
 }
 
@@ -36,11 +40,14 @@ GenerateFn = Callable[[list[str], list[int], int, float, str], np.ndarray]
 
 @dataclass
 class Generator:
-    """``fn(prompts, seeds, steps, guidance, scheduler) -> uint8 (N, H, W, 3)``, with a name for the table."""
+    """``fn(prompts, seeds, steps, guidance, scheduler) -> uint8 (N, H, W, 3)``, with a name for the table.
+    ``sampling``: steps / guidance / scheduler this generator samples with instead of the evaluation's (a
+    few-step model scored beside the full model's 20 steps); None = the evaluation's settings."""
 
     name: str
     source: str
     fn: GenerateFn
+    sampling: dict | None = None
 
     def __call__(self, prompts: list[str], seeds: list[int], steps: int, guidance: float,
                  scheduler: str) -> np.ndarray:
@@ -147,21 +154,32 @@ def host_generator(host, name: str, source: str) -> Generator:
     return Generator(name, source, fn)
 
 
+def bundle_runtime(bundle: str | Path, runtime: str | None = None) -> str:
+    """The runtime a bundle runs on: ``runtime`` if it can (its graphs' runtime, or torch), else a clear error;
+    None = the runtime of its graphs (tflite | onnx | coreml-mil)."""
+    from mobilesd.bundle import load_bundle
+    from mobilesd.pipeline import FORMAT_RUNTIME, RUNTIMES
+
+    fmt = load_bundle(bundle, verify_checksums=False).graphs("unet")[0]["format"]
+    graph_runtime = FORMAT_RUNTIME.get(fmt)
+    if runtime is not None and runtime not in RUNTIMES:
+        raise MobileSDError(f"unknown runtime {runtime!r}", f"use one of {', '.join(RUNTIMES)}")
+    if runtime == "torch":
+        return runtime
+    if graph_runtime is None:
+        raise MobileSDError(f"bundle {bundle} holds {fmt} graphs, which no host runtime runs",
+                            "pass --runtime torch to run its source model")
+    if runtime not in (None, graph_runtime):
+        raise MobileSDError(f"bundle {bundle} holds {fmt} graphs; it cannot run on --runtime {runtime}",
+                            f"use --runtime {graph_runtime} or torch (or no --runtime: each bundle's own)")
+    return graph_runtime
+
+
 def bundle_generator(bundle: str | Path, runtime: str | None = None, threads: int | None = None) -> Generator:
-    """A bundle run on this machine by the host pipeline; ``runtime`` None = the format of its graphs."""
-    try:
-        from mobilesd.bundle import load_bundle
-        from mobilesd.pipeline import HostPipeline
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("mobilesd.pipeline", "mobilesd.bundle"):
-            raise
-        raise MobileSDError("evaluating a bundle needs mobilesd.pipeline (HostPipeline), which is not built yet",
-                            "evaluate the model with --model, or wait for the foundation's host runtime") from None
-    if runtime is None:
-        runtime = load_bundle(bundle).graphs("unet")[0]["format"]
-        if runtime not in ("tflite", "onnx"):
-            raise MobileSDError(f"bundle {bundle} holds {runtime} graphs, which do not run on this machine",
-                                "pass --runtime torch to run its source model, or evaluate an android/onnx bundle")
+    """A bundle run on this machine by the host pipeline; ``runtime`` None = the runtime of its graphs."""
+    from mobilesd.pipeline import HostPipeline
+
+    runtime = bundle_runtime(bundle, runtime)
     host = HostPipeline.from_bundle(bundle, runtime=runtime, threads=threads)
     return host_generator(host, f"bundle ({runtime})", str(bundle))
 
@@ -195,17 +213,59 @@ def quantized_generator(quantized: str | Path, fp_pipe, batch_size: int = 64) ->
                         "it must return a diffusers pipeline, a UNet module or an object with generate()")
 
 
+def lora_pipeline(model: str | Path | None, loras: list[str], allow_pickle: bool = False):
+    """The full-precision pipeline with LoRAs (``FILE[:SCALE]``) fused, as ``mobilesd export --lora`` fuses them."""
+    from mobilesd.lora import fuse_loras, inspect_loras
+
+    pipe = load_fp_pipeline(model)
+    fuse_loras(pipe, inspect_loras(loras, allow_pickle), allow_pickle)
+    return pipe
+
+
+def lora_generator(model: str | Path | None, loras: list[str], name: str | None = None,
+                   batch_size: int = 64, sampling: dict | None = None) -> Generator:
+    gen = pipeline_generator(lora_pipeline(model, loras), name or "lora " + "+".join(Path(s).name for s in loras),
+                             ", ".join(loras), batch_size)
+    gen.sampling = sampling
+    return gen
+
+
+def tiny_decoder_generator(fp_pipe, path: str | Path, name: str | None = None, batch_size: int = 64,
+                           sampling: dict | None = None) -> Generator:
+    """The full-precision pipeline with a diffusers ``AutoencoderTiny`` (TAESD) in place of its VAE: the same
+    latents, decoded by the tiny decoder (its fidelity columns are then PSNR against the full decoder)."""
+    from diffusers import StableDiffusionPipeline
+
+    from mobilesd.components import load_tiny_vae
+
+    comps = dict(fp_pipe.components, vae=load_tiny_vae(path, fp_pipe))
+    pipe = StableDiffusionPipeline(**{k: comps[k] for k in ("vae", "text_encoder", "tokenizer", "unet", "scheduler",
+                                                            "safety_checker", "feature_extractor")},
+                                   requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    gen = pipeline_generator(pipe, name or f"tiny decoder {Path(path).name}", str(path), batch_size)
+    gen.sampling = sampling
+    return gen
+
+
 # ---------------------------------------------------------------- metrics
 
 def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
-    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^1/2), the FID formula, on any feature vectors."""
+    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^1/2), the FID formula, on any feature vectors.
+
+    The matrix square root is scipy's, as in pytorch-fid; S1 S2 is similar to a PSD matrix, so any imaginary
+    part of its root is round-off and is dropped."""
+    import warnings
+
+    from scipy import linalg
+
     mu1, mu2 = f1.mean(0), f2.mean(0)
     s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
-    w, v = np.linalg.eigh(s1)
-    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    # tr((S1 S2)^1/2) = sum of sqrt of eigenvalues of S1^1/2 S2 S1^1/2 (symmetric PSD)
-    ev = np.linalg.eigvalsh(root1 @ s2 @ root1)
-    tr_sqrt = np.sqrt(np.clip(ev, 0, None)).sum()
+    with warnings.catch_warnings():
+        # The classifier's dead ReLU units (zero variance) make both covariances, and so S1 S2, singular and
+        # scipy warns on every call; the root is still right (it matches the eigenvalue form to 1e-6).
+        warnings.filterwarnings("ignore", message="Matrix is singular", category=linalg.LinAlgWarning)
+        tr_sqrt = np.trace(linalg.sqrtm(s1 @ s2)).real
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt)
 
 
@@ -249,7 +309,7 @@ def real_reference(classifier) -> dict:
     return dict(features=feats, row=dict(name="real digits (held-out)", source="sklearn load_digits", **row))
 
 
-def evaluate(generators: list[Generator], classifier, settings: EvalSettings, log=print,
+def evaluate(generators: list[Generator], classifier, settings: EvalSettings, log=logger.info,
              include_real: bool = True) -> dict:
     """Score every generator; the first one is the full-precision reference for fidelity."""
     prompts, digits, seeds = settings.cases()
@@ -259,10 +319,12 @@ def evaluate(generators: list[Generator], classifier, settings: EvalSettings, lo
         rows.append(real["row"])
     ref_images = ref_labels = None
     for i, gen in enumerate(generators):
-        log(f"eval: {gen.name}: {len(prompts)} images ({settings.steps} steps, guidance {settings.guidance}, "
-            f"{settings.scheduler})")
+        own = dict(steps=settings.steps, guidance=settings.guidance, scheduler=settings.scheduler)
+        own.update(gen.sampling or {})
+        log(f"eval: {gen.name}: {len(prompts)} images ({own['steps']} steps, guidance {own['guidance']}, "
+            f"{own['scheduler']})")
         t0 = time.time()
-        images = gen(prompts, seeds, settings.steps, settings.guidance, settings.scheduler)
+        images = gen(prompts, seeds, own["steps"], own["guidance"], own["scheduler"])
         secs = time.time() - t0
         if i == 0:
             row = score(images, digits, classifier, real["features"])
@@ -270,7 +332,8 @@ def evaluate(generators: list[Generator], classifier, settings: EvalSettings, lo
         else:
             row = score(images, digits, classifier, real["features"], ref_images, ref_labels)
         rows.append(dict(name=gen.name, source=gen.source, reference=i == 0, **row,
-                         seconds_per_image=round(secs / len(images), 4)))
+                         seconds_per_image=round(secs / len(images), 4),
+                         **({"sampling": own} if gen.sampling else {})))
         images_of[gen.name] = images
     n_ref = len(real["features"])
     return dict(settings=dict(asdict(settings), n_images=len(prompts), fid_reference_images=n_ref,
@@ -323,7 +386,11 @@ def render_markdown(result: dict) -> str:
                       _fmt(r.get("label_agreement"), pct=True)]
         else:
             paired = ["-", "-", "-"]
-        cols = [r["name"], str(r["images"]), _fmt(r["prompt_accuracy"], pct=True), _fmt(r["fid"], digits=3),
+        name = r["name"]
+        if r.get("sampling"):
+            sm = r["sampling"]
+            name += f" ({sm['steps']} {sm['scheduler']} steps, guidance {sm['guidance']})"
+        cols = [name, str(r["images"]), _fmt(r["prompt_accuracy"], pct=True), _fmt(r["fid"], digits=3),
                 *paired, _fmt(r.get("seconds_per_image"), digits=3)]
         lines.append("| " + " | ".join(cols) + " |")
     lines += ["", "Per-class prompt accuracy:", "",

@@ -12,8 +12,21 @@ from pathlib import Path
 
 import torch
 
-# assets/tiny-digits-sd: the default --model of every command
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "assets" / "tiny-digits-sd"
+
+def _bundled_model() -> Path:
+    """assets/tiny-digits-sd, the default --model of every command, wherever mobilesd is installed: package
+    data of ``mobilesd.assets`` (pyproject.toml maps the repo's assets/ to it)."""
+    from importlib.resources import files
+
+    try:
+        root = files("mobilesd.assets")
+    except ModuleNotFoundError:
+        # an editable install made before pyproject mapped mobilesd.assets (`pip install -e .` again fixes it)
+        return Path(__file__).resolve().parents[2] / "assets" / "tiny-digits-sd"
+    return Path(str(root.joinpath("tiny-digits-sd")))
+
+
+DEFAULT_MODEL = _bundled_model()
 CLASSIFIER_SUBDIR = "classifier"
 
 TEXT_CONFIG = dict(
