@@ -247,6 +247,56 @@ def _trajectory_section(w: _Writer, model, schedulers: list[str]) -> dict:
             "guided_predictions": w.array(f"{p}_guided.f32", torch.stack(guided).numpy()),
             "image": w.array(f"{p}_image.f32", image.numpy()),
         })
+    out["variants"] = _trajectory_variants(w, pipe, ids, ctx)
+    out["variants_rule"] = (
+        "as cases, with the scheduler config's timestep_spacing replaced by the variant's (the manifest's "
+        "scheduler.timestep_spacing); cfg_mode none: input_ids_conditional only, unet_inputs[k] = "
+        "scale_model_input(x) (batch 1), unet_predictions[k] batch 1 used as is (no guidance)")
+    return out
+
+
+# Extra trajectories (kept out of ``cases`` so that clients reading those are unaffected): the trailing timestep
+# spacing of SD-Turbo-style bundles, and cfg mode none (one batch-1 UNet call per step on the prompt: distilled
+# models such as an LCM LoRA).
+TRAJECTORY_VARIANTS = (("dpm", "trailing", "batch"), ("euler", "trailing", "batch"), ("lcm", "trailing", "none"),
+                       ("lcm", None, "none"))
+
+
+def _trajectory_variants(w: _Writer, pipe, ids: np.ndarray, ctx: torch.Tensor) -> list[dict]:
+    from mobilesd.components import VAEDecoder
+    from mobilesd.pipeline import _step_kwargs, make_scheduler
+
+    s = TRAJECTORY
+    out = []
+    for name, spacing, cfg_mode in TRAJECTORY_VARIANTS:
+        sched = make_scheduler(name, dict(pipe.scheduler.config), spacing)
+        sched.set_timesteps(s["steps"])
+        g = torch.Generator("cpu").manual_seed(s["seed"])
+        shape = (1, pipe.unet.config.in_channels, pipe.unet.config.sample_size, pipe.unet.config.sample_size)
+        noise = torch.randn(shape, generator=g, dtype=torch.float32)
+        x = noise * sched.init_noise_sigma
+        context = ctx if cfg_mode == "batch" else ctx[1:]
+        latents, inputs, preds = [x], [], []
+        with torch.no_grad():
+            for t in sched.timesteps:
+                model_in = sched.scale_model_input(torch.cat([x, x]) if cfg_mode == "batch" else x, t)
+                pred = pipe.unet(model_in, t, encoder_hidden_states=context).sample
+                guided = pred[:1] + s["guidance"] * (pred[1:] - pred[:1]) if cfg_mode == "batch" else pred
+                x = sched.step(guided, t, x, **_step_kwargs(sched, g)).prev_sample
+                inputs.append(model_in)
+                preds.append(pred)
+                latents.append(x)
+            image = VAEDecoder(pipe.vae).eval()(x)
+        p = f"trajectory/variants/{name}_{spacing or 'config'}_{cfg_mode}"
+        out.append({"scheduler": name, "timestep_spacing": spacing, "cfg_mode": cfg_mode,
+                    "guidance": s["guidance"] if cfg_mode == "batch" else None,
+                    "timesteps": [float(t) for t in sched.timesteps],
+                    "input_ids_conditional": w.array(f"{p}_input_ids.i32", ids[1:]) if cfg_mode == "none" else None,
+                    "noise": w.array(f"{p}_noise.f32", noise.numpy()),
+                    "latents": w.array(f"{p}_latents.f32", torch.stack(latents).numpy()),
+                    "unet_inputs": w.array(f"{p}_unet_inputs.f32", torch.stack(inputs).numpy()),
+                    "unet_predictions": w.array(f"{p}_unet_predictions.f32", torch.stack(preds).numpy()),
+                    "image": w.array(f"{p}_image.f32", image.numpy())})
     return out
 
 
@@ -259,9 +309,10 @@ def write_golden(out: str | Path, model: str | Path | None = None) -> Path:
     model = Path(model) if model else default_model_path()
     if not (model / "tokenizer" / "vocab.json").exists():
         raise MobileSDError(f"{model} has no tokenizer/vocab.json", "pass a diffusers model folder")
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    import tempfile
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))   # two writers never share one
     w = _Writer(tmp)
     base_config = json.loads((model / "scheduler" / "scheduler_config.json").read_text())
     schedulers = list(CLIENT_SCHEDULERS)
@@ -279,7 +330,7 @@ def write_golden(out: str | Path, model: str | Path | None = None) -> Path:
                           "schedulers": schedulers, "sections": sections,
                           "doc": "docs/golden-vectors.md"})
     if out.exists():
-        shutil.rmtree(out)
+        shutil.rmtree(out, ignore_errors=True)
     tmp.replace(out)
     return out
 
