@@ -24,14 +24,21 @@ class TFLiteConverter(Converter):
     format = "tflite"
     suffix = ".tflite"
     precisions = ("fp32", "fp16", "int8", "int4")
-    passes = ["decompose_group_norm"]
+    passes = ["decompose_group_norm", "finite_causal_mask"]
+
+    def weight_scheme(self, precision: str) -> dict | None:
+        scheme = super().weight_scheme(precision)
+        return dict(scheme, min_elements=MIN_WEIGHT_ELEMENTS) if scheme else None   # per channel, as the recipe
+
+    def time_phase_fp16(self, precision: str) -> bool:
+        return True  # whatever the weights, the LiteRT GPU delegate computes in fp16 (../shared/PROBES.md)
 
     def convert(self, component, out_dir: Path, precision: str = "fp32") -> ConvertedGraph:
         import litert_torch
 
         from mobilesd.passes import apply_passes
 
-        self.check_precision(precision)
+        self.check_component(component, precision)
         litert_torch.config.show_progress = False  # export shows its own per-graph progress bar
         out_dir = Path(out_dir)
         module = apply_passes(component.module, self.passes).eval()
@@ -53,12 +60,24 @@ class TFLiteConverter(Converter):
                 del edge
                 gc.collect()
                 qweights = getattr(component, "quantized_weights", None)
-                overrides = layer_overrides(qweights, getattr(component, "float_layers", ()), precision,
-                                            component.role) if qweights else []
+                float_layers = list(getattr(component, "float_layers", ()) or ())
+                lowrank = getattr(component, "lowrank_layers", None)
+                extra = []
+                if lowrank:
+                    # SVDQuant's branch layers: found by their weights and renamed (their scope names are not
+                    # reliable after conversion), then one fp16 rule for them
+                    branch = {f"{n}.{part}" for n in lowrank for part in ("lowrank_down", "lowrank_up")}
+                    float_layers = [n for n in float_layers if n not in branch]
+                    tag_lowrank_ops(float_path, lowrank_arrays(component))
+                    extra = lowrank_rules()
+                overrides = (layer_overrides(qweights, float_layers, precision, component.role,
+                                             component.module) + extra if qweights else [])
                 quantize_weights(float_path, path, precision, component.role, overrides)
         meta = dict(component.meta)
         if getattr(component, "quantized_weights", None) and precision in ("int8", "int4"):
             meta["integer_weights"] = carry_integer_weights(path, component.quantized_weights)
+        if getattr(component, "lowrank_layers", None):
+            meta["svdquant"] = lowrank_summary(path, component)
         outputs = component.run(component.example_inputs)
         return ConvertedGraph(
             name=component.name, role=component.role, file=path.name, format=self.format, precision=precision,
@@ -129,24 +148,46 @@ def quantize_weights(float_path: Path, out_path: Path, precision: str, role: str
 # its layer and overwritten with that layer's integers and scales (carry_integer_weights). Rules are matched
 # against litert-torch's op scopes, which spell a module path a.b.c as ".._a/.._b/.._c;".
 
-def scope_regex(module_path: str) -> str:
+def scope_regex(module_path: str, root=None) -> str:
+    """The op-scope regex of a module path. Containers (ModuleList / ModuleDict: ``ff.net``, ``to_out``,
+    ``resnets``, a UNet chunk's ``parts``) have no scope level of their own in litert-torch's names
+    (".._ff/..GEGLU_0/..", "UNetChunk/..Conv2d_conv_in;"): with ``root`` (the component module) those levels
+    are left out exactly; without it, a part followed by a numeric index is made optional."""
     import re
 
-    return "_" + "/[^/;]*_".join(re.escape(p) for p in module_path.split(".")) + ";"
+    from torch import nn
+
+    parts = module_path.split(".")
+    out = ""
+    for i, p in enumerate(parts):
+        last = i + 1 == len(parts)
+        container = False
+        if root is not None and not last:
+            try:
+                container = isinstance(root.get_submodule(".".join(parts[: i + 1])), (nn.ModuleList, nn.ModuleDict))
+            except AttributeError:
+                container = False
+        token = "_" + re.escape(p) + ("" if last else "/[^/;]*")
+        if container:
+            continue
+        if root is None and not last and parts[i + 1].isdigit():
+            token = f"(?:{token})?"
+        out += token
+    return out + ";"
 
 
-def layer_overrides(qweights: dict, float_layers, precision: str, role: str) -> list[dict]:
+def layer_overrides(qweights: dict, float_layers, precision: str, role: str, root=None) -> list[dict]:
     bits = 8 if precision == "int8" else 4
     fp16 = lambda op, rx: dict(_rule(op, 16, "FLOAT", "float_casting", "FLOAT", True), regex=rx)  # noqa: E731
     rules = []
     for name, entry in qweights.items():
         if entry["bits"] != bits and entry["bits"] == 8:
-            rx = scope_regex(name.removesuffix(".weight"))
+            rx = scope_regex(name.removesuffix(".weight"), root)
             rules.append(dict(_rule("CONV_2D", 8, "INT", "min_max_uniform_quantize", "FLOAT", True), regex=rx))
             rules.append(dict(_rule("FULLY_CONNECTED", 8, "INT", "min_max_uniform_quantize", "INTEGER", False),
                               regex=rx))
     for name in float_layers:
-        rx = scope_regex(name)
+        rx = scope_regex(name, root)
         rules += [fp16("CONV_2D", rx), fp16("FULLY_CONNECTED", rx)]
     return rules
 
@@ -236,3 +277,103 @@ def carry_integer_weights(path: Path, qweights: dict) -> dict:
     done |= {name for name, part in carried if part == "half0" and (name, "half1") in carried}
     missing = sorted(set(qweights) - done)
     return {"carried_exactly": len(done), "layers": len(qweights), "tensors": kinds, "not_carried": missing}
+
+
+# ---- SVDQuant's low-rank branches (mobilesd.quant.svdquant) -------------------------------------------------
+# The branch layers are float layers of the component (fp16 rules above; tensors under MIN_WEIGHT_ELEMENTS stay
+# fp32), the main layers carry the residual's integers. The summary measures what the branches cost in the file:
+# each branch weight is found among the graph's float constants by its values (sorted, so any layout matches).
+
+LOWRANK_TAG = "mobilesd_lowrank_branch"
+_WEIGHT_OPS = {3: "CONV_2D", 4: "DEPTHWISE_CONV_2D", 9: "FULLY_CONNECTED"}   # BuiltinOperator codes
+
+
+def lowrank_arrays(component) -> dict[str, np.ndarray]:
+    arrays = {}
+    for name in component.lowrank_layers:
+        mod = component.module.get_submodule(name)
+        for part in ("lowrank_down", "lowrank_up"):
+            arrays[f"{name}.{part}"] = getattr(mod, part).weight.detach().cpu().numpy()
+    return arrays
+
+
+def _same_values(vals: np.ndarray, ref: np.ndarray) -> bool:
+    """Equal as multisets of values, up to one positive factor (a constant the converter folded in)."""
+    if vals.size != ref.size:
+        return False
+    a, b = np.sort(vals.astype(np.float32).reshape(-1)), np.sort(ref.astype(np.float32).reshape(-1))
+    c = float(np.linalg.norm(a) / max(np.linalg.norm(b), 1e-30))
+    return bool(np.allclose(a, c * b, rtol=2e-3, atol=1e-6 * max(float(np.abs(a).max()), 1e-30)))
+
+
+def tag_lowrank_ops(float_path: Path, arrays: dict[str, np.ndarray]) -> int:
+    """Rename the output tensor of every CONV_2D / FULLY_CONNECTED op of the float graph whose weight is one of
+    ``arrays`` to ``mobilesd_lowrank_branch;<k>``: ai-edge-quantizer matches its rules against output tensor
+    names, and after conversion those are unreliable (a main FC's output measured as "..lowrank_down;1"; a
+    ModuleList has no scope level). Returns the number of ops tagged."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(float_path))
+    left = dict(arrays)
+    tagged = 0
+    for sg in model.subgraphs:
+        outputs = set(sg.outputs)
+        for op in sg.operators:
+            code = model.operatorCodes[op.opcodeIndex]
+            if max(code.builtinCode, code.deprecatedBuiltinCode) not in _WEIGHT_OPS or len(op.inputs) < 2:
+                continue
+            w = sg.tensors[op.inputs[1]]
+            buf = model.buffers[w.buffer]
+            if w.type != 0 or buf.data is None or len(buf.data) == 0 or op.outputs[0] in outputs:
+                continue
+            vals = np.frombuffer(bytes(buf.data), np.float32)
+            hit = next((k for k, a in left.items() if _same_values(vals, a)), None)
+            if hit is None:
+                continue
+            del left[hit]
+            sg.tensors[op.outputs[0]].name = f"{LOWRANK_TAG};{tagged}".encode()
+            tagged += 1
+    data = flatbuffer_utils.convert_object_to_bytearray(model)
+    tmp = float_path.with_suffix(".tagged")
+    tmp.write_bytes(data)
+    os.replace(tmp, float_path)
+    return tagged
+
+
+def lowrank_rules() -> list[dict]:
+    fp16 = lambda op: dict(_rule(op, 16, "FLOAT", "float_casting", "FLOAT", True), regex=f"{LOWRANK_TAG};")  # noqa: E731
+    return [fp16("CONV_2D"), fp16("FULLY_CONNECTED")]
+
+
+def lowrank_summary(path: Path, component) -> dict:
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    layers = component.lowrank_layers
+    arrays = lowrank_arrays(component)
+    model = flatbuffer_utils.read_model(str(path))
+    float32, float16 = 0, 1  # TensorType codes
+    candidates: dict[int, list] = {}
+    for sg in model.subgraphs:
+        for t in sg.tensors:
+            buf = model.buffers[t.buffer]
+            if t.type not in (float32, float16) or buf.data is None or len(buf.data) == 0:
+                continue
+            vals = np.frombuffer(bytes(buf.data), np.float32 if t.type == float32 else np.float16)
+            candidates.setdefault(vals.size, []).append([np.sort(vals.astype(np.float32)), len(buf.data), t.type, False])
+    found, nbytes, dtypes = 0, 0, {"float16": 0, "float32": 0}
+    for a in arrays.values():
+        for cand in candidates.get(a.size, []):
+            vals, size, typ, used = cand
+            ref = np.sort((a.astype(np.float16) if typ == float16 else a).astype(np.float32).reshape(-1))
+            if not used and _same_values(vals, ref):
+                cand[3] = True
+                found += 1
+                nbytes += size
+                dtypes["float16" if typ == float16 else "float32"] += 1
+                break
+    smooth = [v["smooth"] for v in layers.values()]
+    return {"layers": len(layers), "branch_parameters": int(sum(a.size for a in arrays.values())),
+            "branch_tensors": len(arrays), "branch_tensors_found": found, "branch_weight_bytes": int(nbytes),
+            "branch_dtypes": dtypes, "file_bytes": path.stat().st_size,
+            "smoothing": {"folded": smooth.count("folded"), "multiply": smooth.count("multiply"),
+                          "none": smooth.count("none")}}

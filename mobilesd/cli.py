@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import tempfile
+from pathlib import Path
 
 from mobilesd.errors import MobileSDError
 
@@ -26,6 +29,7 @@ COMMANDS = {
     "report": "report",
     "inspect": "inspect",
     "app": "app",
+    "serve": "serve",
 }
 
 HELP = {
@@ -39,6 +43,7 @@ HELP = {
     "report": "render latency reports (JSON) into HTML and Markdown",
     "inspect": "validate a bundle (schema, checksums) and print its graphs, I/O and verification",
     "app": "run a bundle through the Android (JVM), iOS (Swift) or browser client on this machine",
+    "serve": "serve the browser client (web_app/) and a bundle on localhost",
 }
 
 
@@ -82,22 +87,68 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Only import the module of the command being run.
     only = argv[0] if argv and argv[0] in COMMANDS else None
-    parser = build_parser(only)
-    args = parser.parse_args(argv)
-    if not getattr(args, "_module", None):
-        parser.print_help()
-        return 2 if args.command else 0
-    _configure_logging(quiet=bool(getattr(args, "quiet", False)))
+    command = only or "mobilesd"
     try:
+        parser = build_parser(only)
+        args = parser.parse_args(argv)
+        if not getattr(args, "_module", None):
+            parser.print_help()
+            return 2 if args.command else 0
+        _configure_logging(quiet=bool(getattr(args, "quiet", False)))
         return int(args._module.run(args) or 0)
     except MobileSDError as exc:
-        print(f"mobilesd {args.command}: error: {exc.problem}", file=sys.stderr)
+        print(f"mobilesd {command}: error: {exc.problem}", file=sys.stderr)
         if exc.fix:
             print(f"  fix: {exc.fix}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, not a user error: a short message, the traceback in a file
+        return _report_internal_error(command, argv, exc)
+
+
+# set to 1 to also print an internal error's traceback on stderr (for developers)
+TRACEBACK_ENV = "MOBILESD_TRACEBACK"
+
+
+def _crash_dir() -> Path:
+    """Where internal-error reports go: the cache folder (MOBILESD_CACHE, as mobilesd.loading.cache_dir; not
+    imported from there, since that module imports torch, which may be what failed)."""
+    return Path(os.environ.get("MOBILESD_CACHE", Path.home() / ".cache" / "mobilesd")) / "crash-reports"
+
+
+def _report_internal_error(command: str, argv: list[str], exc: Exception) -> int:
+    import datetime
+    import platform
+    import traceback
+
+    text = "".join(traceback.format_exception(exc))
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    body = (f"mobilesd {__import__('mobilesd').__version__} internal error\n"
+            f"command line: mobilesd {' '.join(argv)}\n"
+            f"python {platform.python_version()} on {platform.platform()}\n\n{text}")
+    where = None
+    for folder in (_crash_dir(), Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f"{command}-{stamp}-", suffix=".txt", dir=folder)
+            with os.fdopen(fd, "w") as f:
+                f.write(body)
+            where = name
+            break
+        except OSError:
+            continue
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    print(f"mobilesd {command}: internal error: {type(exc).__name__}" + (f": {first}" if first else ""),
+          file=sys.stderr)
+    if where:
+        print(f"  the full traceback is in {where}", file=sys.stderr)
+    if os.environ.get(TRACEBACK_ENV) == "1" or not where:
+        print(text, file=sys.stderr, end="")
+    print("  this is a bug in mobilesd, not in your input: please report it, with that file "
+          "and the command line", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

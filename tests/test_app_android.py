@@ -44,22 +44,17 @@ def android_core_jar():
 @pytest.fixture(scope="session")
 def default_android_bundle(tmp_path_factory):
     """The default model (mobilesd.loading.default_model_path()) exported as `mobilesd export --target android`."""
-    from mobilesd.export import ExportOptions, export
-    from mobilesd.loading import default_model_path
+    from bundles import digits_bundle
 
-    out = tmp_path_factory.mktemp("android-app") / "default"
-    return export(default_model_path(), out, ExportOptions(target="android", progress=False)).root
+    return digits_bundle(tmp_path_factory, "android")
 
 
 @pytest.fixture(scope="session")
 def batch1_android_bundle(tmp_path_factory):
     """The default model with --unet-batch 1 (two UNet calls per step); GPU check left to the other bundles."""
-    from mobilesd.export import ExportOptions, export
-    from mobilesd.loading import default_model_path
+    from bundles import digits_bundle
 
-    out = tmp_path_factory.mktemp("android-app") / "batch1"
-    return export(default_model_path(), out, ExportOptions(target="android", unet_batch=1, skip_gpu_check=True,
-                                                           verify_steps=1, progress=False)).root
+    return digits_bundle(tmp_path_factory, "android", unet_batch=1, skip_gpu_check=True, verify_steps=1)
 
 
 _host_pipelines: dict = {}

@@ -22,12 +22,9 @@ GUIDANCE = 7.5
 
 
 def _export(tmp_path_factory, name: str, **options) -> Path:
-    from mobilesd.export import ExportOptions, export
-    from mobilesd.loading import default_model_path
+    from bundles import digits_bundle
 
-    out = tmp_path_factory.mktemp("ios-bundles") / name
-    export(default_model_path(), out, ExportOptions(target="onnx", progress=False, **options))
-    return out
+    return digits_bundle(tmp_path_factory, "onnx", **options)   # shared with the other client tests
 
 
 @pytest.fixture(scope="session")

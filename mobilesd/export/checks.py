@@ -29,7 +29,7 @@ def gpu_check(job: Job, info: dict) -> dict:
             "or pass --skip-gpu-check to export without it (recorded in the manifest)")
     out = res.to_dict()
     out["delegate"] = "LiteRT GPU (WebGPU) accelerator, no CPU fallback"
-    threshold = verify.GPU_THRESHOLDS[info["precision"]]
+    threshold = verify.gpu_bound(info["precision"], info["verification"].get("simulated_quantization_rel_l2"))
     out.update(output_rel_l2=None, output_threshold=threshold)
     if not run_on_gpu:
         out["not_run"] = (f"compiled only: weights over {opts.gpu_run_max_mb:.0f} MiB are too slow to run on "
@@ -47,6 +47,32 @@ def gpu_check(job: Job, info: dict) -> dict:
     out["passed"] = bool(res.fully_accelerated and not out.get("run_error") and (not run_on_gpu or (
         res.ran and out["output_rel_l2"] is not None and out["output_rel_l2"] <= threshold)))
     return out
+
+
+def litert_js_check(job: Job, graphs: list[dict]) -> None:
+    """web: every graph loaded and run by LiteRT.js in headless Chromium (one browser session for all), on
+    WebGPU in fp32 and fp16 precision; records ``graphs[].litert_js`` and fails the export when a graph does not
+    run on WebGPU (unless --allow-cpu-fallback accepts the WASM path) or misses its bound."""
+    from mobilesd.litert_js import GraphToCheck, check_graphs, failures
+
+    opts = job.opts
+    if opts.skip_gpu_check:
+        for g in graphs:
+            g["litert_js"] = {"accelerator": "none", "passed": False, "error": "skipped: --skip-gpu-check"}
+        return
+    todo = []
+    for g in graphs:
+        inputs, refs = load_io(job, g["name"])
+        todo.append(GraphToCheck(g["name"], job.root / g["file"], inputs, refs, [o["name"] for o in g["outputs"]],
+                                 run=g["meta"]["weight_bytes_fp32"] <= opts.gpu_run_max_mb * 2**20))
+    results = check_graphs(todo, allow_wasm=opts.allow_cpu_fallback, precision=job.plan.precision)
+    for g in graphs:
+        g["litert_js"] = results[g["name"]]
+    fails = failures(results)
+    if fails:
+        raise MobileSDError("LiteRT.js check failed:\n    " + "\n    ".join(fails),
+                            "pass --allow-cpu-fallback to accept graphs LiteRT.js runs only on WASM; for accuracy, "
+                            "use a higher --precision")
 
 
 def graph_failures(info: dict, plan) -> list[str]:

@@ -73,6 +73,10 @@ def _export_into(out: Path, plan, source: str, load: dict, isolate: bool, pipe) 
         job = tasks.Job(source, load, plan, tmp, work)
         loaded = None
         if pipe is not None:
+            if plan.loras:   # the caller's pipeline itself takes the LoRAs, as a loaded model would
+                from mobilesd.lora import fuse_loras
+
+                fuse_loras(pipe, plan.loras, opts.allow_pickle)
             loaded = tasks.Loaded(pipe, apply_quantized(pipe, opts) if opts.quantized else None)
         elif not isolate:
             logger.info("loading %s%s", source, f" with quantized model {opts.quantized}" if opts.quantized else "")
@@ -85,9 +89,11 @@ def _export_into(out: Path, plan, source: str, load: dict, isolate: bool, pipe) 
         if plan.quant_config is not None:
             manifest["quantization"] = write_quantization(tmp, opts, plan.quant_config)
         graphs = _convert_all(run, job, chunks, manifest)
+        if opts.target == "web":
+            checks.litert_js_check(job, graphs)
         manifest["graphs"] = graphs
-        settings = tasks.verify_settings(opts)
-        logger.info("end-to-end check: %d %s steps, PyTorch vs the bundle", opts.verify_steps, opts.verify_scheduler)
+        settings = tasks.verify_settings(plan)
+        logger.info("end-to-end check: %d %s steps, PyTorch vs the bundle", opts.verify_steps, plan.verify_scheduler)
         ref = run(tasks.task_reference_image, job=job, chunks=chunks)["path"]
         got = run(tasks.task_graph_image, job=job, manifest=manifest)["path"]
         e2e = checks.end_to_end(np.load(got), np.load(ref), plan, settings,

@@ -54,5 +54,5 @@ def apply_passes(module: nn.Module, names: list[str]) -> nn.Module:
 
 
 # populate the registry
-from mobilesd.passes import attention, gelu, group_norm, split_einsum  # noqa: E402,F401
+from mobilesd.passes import attention, finite_mask, gelu, group_norm, split_einsum  # noqa: E402,F401
 
