@@ -76,6 +76,20 @@ def _image_error(bundle_dir, pipe) -> float:
     return float(np.mean(np.abs(hp.generate(**settings, output="float") - ref)))
 
 
+def unrelated_image_distance(model: Path) -> float:
+    """Mean abs difference between two images the model makes for different prompts and seeds: what an
+    image bound near this value could not tell from a wrong image."""
+    from mobilesd.export import ExportOptions
+    from mobilesd.export.tasks import verify_settings
+    from mobilesd.loading import load_pipeline
+    from mobilesd.pipeline import HostPipeline
+
+    hp = HostPipeline.from_diffusers(load_pipeline(model))
+    a = hp.generate(**verify_settings(ExportOptions()), output="float")
+    b = hp.generate(**dict(verify_settings(ExportOptions()), prompt="a handwritten digit three", seed=1), output="float")
+    return float(np.mean(np.abs(a - b)))
+
+
 def measure(model: Path, config: str, work: Path) -> dict:
     from corrupt import zero_largest_weight
     from mobilesd.export import export
@@ -98,7 +112,8 @@ def measure(model: Path, config: str, work: Path) -> dict:
     row = {"config": config, "export_s": round(time.perf_counter() - t0, 1), "graphs": {}}
     for g in bundle.manifest["graphs"]:
         gpu = g.get("gpu") or {}
-        row["graphs"][g["name"]] = {"rel_l2": g["verification"]["rel_l2"], "gpu_rel_l2": gpu.get("output_rel_l2")}
+        row["graphs"][g["name"]] = {"rel_l2": g["verification"]["rel_l2"], "gpu_rel_l2": gpu.get("output_rel_l2"),
+                                    "simulated": g["verification"].get("simulated_quantization_rel_l2")}
     row["image_mean_abs"] = bundle.manifest["verification"]["end_to_end"]["mean_abs"]
     pipe = load_pipeline(model)
     broken = work / (out.name + "-broken")
@@ -133,7 +148,7 @@ def main() -> int:
             print(f"  worst graph {worst:.2e}, GPU {max(gpu) if gpu else float('nan'):.2e}, image {r['image_mean_abs']:.2e}; "
                   f"broken UNet {r['broken_unet_rel_l2']:.2e}, broken image {r['broken_image_mean_abs']:.2e}", flush=True)
     result = {"benchmark": "verification_bounds", "model": str(model), "machine": {"cpus": os.cpu_count()},
-              "rows": rows}
+              "unrelated_image_mean_abs": unrelated_image_distance(model), "rows": rows}
     Path(a.out).write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
     print(f"\n| config | text enc. | UNet | decoder | GPU worst | image MAE | broken UNet | broken image MAE |")
     print("|---|---|---|---|---|---|---|---|")

@@ -12,15 +12,20 @@ import numpy as np
 
 from mobilesd.errors import MobileSDError
 
-# Relative L2 error of each graph's outputs vs the PyTorch module (host runtime), by weight precision.
-# palN: N-bit palettized weights (Core ML, one k-means lookup table per tensor).
-GRAPH_THRESHOLDS = {"fp32": 1e-3, "fp16": 2e-2, "int8": 8e-2, "int4": 3e-1, "pal8": 5e-2, "pal6": 1.2e-1,
+# Relative L2 error of each graph's outputs vs the PyTorch module (host runtime), by weight precision: the
+# ceiling of the per-graph bound (graph_bound). palN: N-bit palettized weights (Core ML, one lookup table per
+# tensor). Each is about 2.5x the largest error measured (digits model and SD1.5 random weights).
+GRAPH_THRESHOLDS = {"fp32": 1e-4, "fp16": 5e-3, "int8": 6e-2, "int4": 3e-1, "pal8": 3e-2, "pal6": 1.2e-1,
                     "pal4": 3e-1}
-# Mean absolute error of the final image (values in [0, 1]) vs the PyTorch pipeline, same seed/scheduler.
-IMAGE_THRESHOLDS = {"fp32": 5e-3, "fp16": 3e-2, "int8": 8e-2, "int4": 2e-1, "pal8": 5e-2, "pal6": 1e-1,
-                    "pal4": 2e-1}
-# Relative L2 error of a graph run on the LiteRT GPU (WebGPU) accelerator vs PyTorch: it computes in fp16.
-GPU_THRESHOLDS = {"fp32": 5e-2, "fp16": 5e-2, "int8": 1e-1, "int4": 3e-1}
+# Mean absolute error of the final image (values in [0, 1]) vs the PyTorch pipeline, same seed/scheduler:
+# about 2.5-3x the largest measured (docs/verification.md).
+IMAGE_THRESHOLDS = {"fp32": 1e-4, "fp16": 3e-3, "int8": 5e-2, "int4": 1.2e-1, "pal8": 5e-3, "pal6": 3e-2,
+                    "pal4": 1e-1}
+# Relative L2 error of a graph run on the LiteRT GPU (WebGPU) accelerator vs PyTorch: it computes in fp16, so
+# these are floors (fp16 arithmetic on the tiny random model reaches 2e-2); quantized graphs add their
+# simulated weight-quantization error (gpu_bound), up to GPU_CEILING.
+GPU_THRESHOLDS = {"fp32": 5e-2, "fp16": 5e-2, "int8": 5e-2, "int4": 5e-2}
+GPU_CEILING = 3e-1
 
 
 class VerificationError(MobileSDError):
@@ -68,3 +73,84 @@ def image_metrics(img: np.ndarray, ref: np.ndarray) -> dict:
     mse = float(np.mean(diff ** 2))
     return {"mean_abs": float(np.mean(np.abs(diff))), "max_abs": float(np.max(np.abs(diff))),
             "rel_l2": rel_l2(img, ref), "psnr_db": float(10 * np.log10(1.0 / mse)) if mse > 0 else None}
+
+
+# ---- the graph bound from a simulation of the graph's own weight quantization -------------------------------
+#
+# A fixed bound per precision cannot both admit every good int8 / int4 / palettized graph (their error depends
+# on the model's weights: 1e-2 on the digits model, 2.5e-2 on SD1.5's random weights) and catch a graph with
+# one layer broken (3e-2 on the digits model at int8). So each graph's bound is derived from the error that
+# the same weight quantization, simulated on the PyTorch module, causes: K times it, no lower than the
+# precision's floor (compute noise: fp16 arithmetic, dynamic-range activations), and never above the
+# precision's fixed ceiling (GRAPH_THRESHOLDS). docs/verification.md gives the measurements behind K and the
+# floors.
+SIM_MARGIN = 2.5
+GRAPH_FLOORS = {"fp32": 1e-4, "fp16": 5e-3, "int8": 1.5e-2, "int4": 2e-2, "pal8": 5e-3, "pal6": 1e-2, "pal4": 2e-2}
+
+
+def graph_bound(key: str, simulated: float | None) -> float:
+    """The relative-L2 bound of a graph with threshold key ``key``, given its simulated quantization error."""
+    if simulated is None:
+        return GRAPH_THRESHOLDS[key]
+    return float(min(GRAPH_THRESHOLDS[key], max(GRAPH_FLOORS[key], SIM_MARGIN * simulated)))
+
+
+def gpu_bound(precision: str, simulated: float | None) -> float:
+    """The bound of a graph's GPU output vs PyTorch: fp16 arithmetic plus its weight quantization."""
+    floor = GPU_THRESHOLDS[precision]
+    return floor if simulated is None else float(min(GPU_CEILING, max(floor, SIM_MARGIN * simulated)))
+
+
+def _quantize_tensor(w, scheme: dict):
+    import torch
+
+    kind = scheme["kind"]
+    if kind == "fp16":
+        return w.to(torch.float16).to(w.dtype)
+    flat = w.reshape(w.shape[0], -1)
+    if kind == "int":
+        qmax = 2 ** (scheme["bits"] - 1) - 1
+        block = scheme.get("block")
+        if block and flat.shape[1] % block == 0:   # per block along the input channels (Core ML int4)
+            blocks = flat.reshape(flat.shape[0], -1, block)
+            scale = blocks.abs().amax(-1, keepdim=True).clamp_min(1e-12) / qmax
+            return (torch.round(blocks / scale).clamp(-qmax, qmax) * scale).reshape(w.shape)
+        scale = flat.abs().amax(1, keepdim=True).clamp_min(1e-12) / qmax   # per output channel, symmetric
+        return (torch.round(flat / scale).clamp(-qmax, qmax) * scale).reshape(w.shape)
+    if kind == "palettize":   # one lookup table per tensor, as coremltools' per_tensor palettization
+        import kmeans1d
+        import numpy as np
+
+        values = w.detach().to(torch.float16).float().reshape(-1).numpy().astype(np.float64)
+        k = 2 ** scheme["bits"]
+        if scheme.get("mode") == "uniform":
+            lo, hi = values.min(), values.max()
+            lut = np.linspace(lo, hi, k)
+            idx = np.clip(np.round((values - lo) / max(hi - lo, 1e-12) * (k - 1)), 0, k - 1).astype(int)
+        else:
+            idx, lut = kmeans1d.cluster(values, min(k, len(np.unique(values))))
+            idx, lut = np.asarray(idx), np.asarray(lut)
+        return torch.from_numpy(lut[idx].astype(np.float32)).reshape(w.shape)
+    raise ValueError(kind)
+
+
+def simulated_quantization_error(component, scheme: dict | None, reference: dict) -> float | None:
+    """Rel. L2 error (max over outputs) that quantizing the component's Linear / Conv2d weights as ``scheme``
+    says causes in PyTorch, against the float ``reference`` outputs. None when the graph keeps float32
+    weights or carries a quantized model's own integers (its PyTorch module then holds them already)."""
+    import copy
+
+    import torch
+    from torch import nn
+
+    if scheme is None or getattr(component, "quantized_weights", None):
+        return None
+    module = copy.deepcopy(component.module)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)) and m.weight.numel() >= scheme.get("min_elements", 0):
+                m.weight.copy_(_quantize_tensor(m.weight, scheme))
+        out = module(**component.example_inputs)
+    outs = list(out) if isinstance(out, (tuple, list)) else [out]
+    del module
+    return max(rel_l2(o.numpy(), reference[n]) for n, o in zip(component.output_names, outs))

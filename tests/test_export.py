@@ -118,7 +118,7 @@ def test_bad_requests(tiny_model_dir, tmp_path):
     with pytest.raises(MobileSDError, match="not supported"):
         export(tiny_model_dir, tmp_path / "b", ExportOptions(target="onnx", precision="int4", progress=False))
     with pytest.raises(MobileSDError, match="unknown target"):
-        export(tiny_model_dir, tmp_path / "b", ExportOptions(target="web", progress=False))
+        export(tiny_model_dir, tmp_path / "b", ExportOptions(target="webgpu", progress=False))
     with pytest.raises(MobileSDError, match="does not exist"):
         export(tmp_path / "missing", tmp_path / "b", ExportOptions(progress=False))
     with pytest.raises(MobileSDError, match="does not divide"):

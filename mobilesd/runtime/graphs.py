@@ -55,6 +55,10 @@ class OnnxSession(GraphSession):
         opts.log_severity_level = 3
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         graph_inputs = [i.name for i in self.session.get_inputs()]
+        unlisted = [n for n in graph_inputs if n not in input_names]
+        if unlisted:
+            raise MobileSDError(f"{path}: graph needs inputs {unlisted} that the manifest does not list "
+                                f"(it lists {list(input_names)})", "the bundle does not match its manifest; re-export it")
         self.input_names = [n for n in input_names if n in graph_inputs]  # ONNX drops unused inputs
         self.output_names = list(output_names)
         self._graph_outputs = [o.name for o in self.session.get_outputs()]
