@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from mobilesd.errors import MobileSDError
+
 SCHEDULER_CONFIG_SD = {
     # SD 1.x / 2.x training schedule (scheduler_config.json of the released checkpoints).
     "_class_name": "PNDMScheduler",
@@ -67,6 +69,21 @@ ARCHITECTURES = {
                  up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=8, scaling_factor=0.18215),
         prediction_type="epsilon",
     ),
+    # SD 2.x-shaped and tiny: 1024-wide cross-attention (what tells an SD 2.x single file from SD 1.x), linear
+    # projections, per-block head counts, a GELU text encoder. The text encoder's token embedding (49408 x
+    # 1024) makes it ~200 MB: for single-file tests, not for conversion tests.
+    "tiny-sd2": dict(
+        text=dict(vocab_size=49408, hidden_size=1024, intermediate_size=64, num_hidden_layers=1,
+                  num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu", projection_dim=32),
+        unet=dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+                  block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                  up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=1024,
+                  attention_head_dim=(2, 4), use_linear_projection=True, norm_num_groups=8),
+        vae=dict(in_channels=3, out_channels=3, latent_channels=4, sample_size=16, layers_per_block=1,
+                 block_out_channels=(16, 32), down_block_types=("DownEncoderBlock2D",) * 2,
+                 up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=8, scaling_factor=0.18215),
+        prediction_type="v_prediction",
+    ),
 }
 
 
@@ -98,11 +115,14 @@ def save_random_pipeline(path: str | Path, arch: str = "tiny", seed: int = 0, **
     return Path(path)
 
 
-def write_config_folder(path: str | Path, arch: str, prediction_type: str | None = None) -> Path:
+def write_config_folder(path: str | Path, arch: str, prediction_type: str | None = None,
+                        image_size: int | tuple[int, int] | None = None) -> Path:
     """A diffusers-layout folder with every config (and the tokenizer) but no weights.
 
     diffusers' single-file loader needs such a folder to know the architecture; online it fetches one
     from the hub, offline we write it from ARCHITECTURES. Built on the meta device: costs no memory.
+    ``image_size``: the native image size (a side, or (height, width)) instead of the architecture's, e.g.
+    512 for SD 2.x-base with ``arch="sd21"``; it becomes the UNet's ``sample_size`` (in latent pixels).
     """
     import json
 
@@ -112,10 +132,19 @@ def write_config_folder(path: str | Path, arch: str, prediction_type: str | None
     from mobilesd.tokenizer import write_clip_tokenizer_files
 
     spec = ARCHITECTURES[arch]
+    unet_cfg, vae_cfg = dict(spec["unet"]), dict(spec["vae"])
+    if image_size is not None:
+        factor = 2 ** (len(vae_cfg["block_out_channels"]) - 1)
+        sides = tuple(image_size) if isinstance(image_size, (list, tuple)) else (image_size, image_size)
+        if any(s <= 0 or s % factor for s in sides):
+            raise MobileSDError(f"image size {image_size} is not a positive multiple of the VAE's factor {factor}",
+                                "pass the model's native size, e.g. --image-size 512 or 768")
+        unet_cfg["sample_size"] = sides[0] // factor if sides[0] == sides[1] else [s // factor for s in sides]
+        vae_cfg["sample_size"] = sides[0] if sides[0] == sides[1] else list(sides)
     out = Path(path)
     with torch.device("meta"):
-        UNet2DConditionModel(**spec["unet"]).save_config(out / "unet")
-        AutoencoderKL(**spec["vae"]).save_config(out / "vae")
+        UNet2DConditionModel(**unet_cfg).save_config(out / "unet")
+        AutoencoderKL(**vae_cfg).save_config(out / "vae")
     CLIPTextConfig(**spec["text"], architectures=["CLIPTextModel"]).save_pretrained(out / "text_encoder")
     sched = dict(SCHEDULER_CONFIG_SD, prediction_type=prediction_type or spec["prediction_type"])
     PNDMScheduler.from_config(sched).save_config(out / "scheduler")

@@ -66,15 +66,15 @@ class VAEDecoder(nn.Module):
 
     def __init__(self, vae):
         super().__init__()
-        self.post_quant_conv = vae.post_quant_conv
+        check_vae(vae)
+        self.post_quant_conv = vae.post_quant_conv  # None with use_post_quant_conv=False, as diffusers skips it
         self.decoder = vae.decoder
         self.inv_scale = 1.0 / float(vae.config.scaling_factor)
-        shift = vae.config.get("shift_factor", None)
-        if shift:
-            raise MobileSDError("VAE shift_factor is not supported (not an SD 1.x/2.x VAE)")
 
     def forward(self, latent):
-        z = self.post_quant_conv(latent * self.inv_scale)
+        z = latent * self.inv_scale
+        if self.post_quant_conv is not None:
+            z = self.post_quant_conv(z)
         image = self.decoder(z)
         # == (image / 2 + 0.5).clamp(0, 1); a clamp to [0, 1] lowers to RELU_0_TO_1, which the GPU
         # delegate rejects, while hardtanh's [-1, 1] lowers to the supported RELU_N1_TO_1.
@@ -82,11 +82,100 @@ class VAEDecoder(nn.Module):
         return image.permute(0, 2, 3, 1)
 
 
+class TinyVAEDecoder(nn.Module):
+    """The decoder of a diffusers ``AutoencoderTiny`` (TAESD architecture), with VAEDecoder's I/O contract:
+    latent [B, 4, h, w] as the sampler produces it -> image [B, H, W, 3] in [0, 1].
+
+    TAESD's conventions differ from AutoencoderKL's: it decodes the sampler's latent directly (its
+    ``scaling_factor`` is 1.0, where SD's VAE divides by 0.18215), its decoder clamps the latent with
+    tanh(x / 3) * 3, and it returns [-1, 1] (diffusers maps TAESD's [0, 1] output there). So the graph divides by
+    the tiny VAE's own scaling_factor, never SD's, then maps [-1, 1] to [0, 1] as VAEDecoder does.
+    """
+
+    def __init__(self, tiny_vae):
+        super().__init__()
+        check_tiny_vae(tiny_vae)
+        self.decoder = tiny_vae.decoder
+        self.inv_scale = 1.0 / float(tiny_vae.config.scaling_factor)
+
+    def forward(self, latent):
+        z = latent * self.inv_scale if self.inv_scale != 1.0 else latent
+        image = self.decoder(z)
+        image = torch.nn.functional.hardtanh(image) * 0.5 + 0.5   # == (image / 2 + 0.5).clamp(0, 1), GPU-friendly
+        return image.permute(0, 2, 3, 1)
+
+
+def tiny_vae_scale_factor(tiny_vae) -> int:
+    """Image pixels per latent pixel of an AutoencoderTiny decoder: one upsampling between its blocks."""
+    n = len(tiny_vae.config.decoder_block_out_channels)
+    return int(tiny_vae.config.upsampling_scaling_factor) ** (n - 1)
+
+
+def check_tiny_vae(tiny_vae) -> None:
+    from diffusers import AutoencoderTiny
+
+    if not isinstance(tiny_vae, AutoencoderTiny):
+        raise MobileSDError(f"--vae-decoder tiny=PATH must be a diffusers AutoencoderTiny, not a {type(tiny_vae).__name__}",
+                            "pass a TAESD-style AutoencoderTiny folder (config.json + diffusion_pytorch_model.safetensors)")
+    if tiny_vae.config.get("shift_factor"):
+        raise _unsupported("AutoencoderTiny shift_factor", tiny_vae.config.shift_factor,
+                           "StableDiffusionPipeline decodes without a shift", "use an SD 1.x/2.x TAESD (shift_factor 0)")
+
+
+def load_tiny_vae(path, pipe=None, allow_pickle: bool = False):
+    """A diffusers AutoencoderTiny folder (safetensors), checked against ``pipe``'s latent space when given: the
+    same latent channels and the same image size per latent pixel as the pipeline's VAE."""
+    from pathlib import Path
+
+    from diffusers import AutoencoderTiny
+
+    path = Path(path).expanduser()
+    if not (path / "config.json").is_file():
+        raise MobileSDError(f"tiny decoder {path} is not a diffusers model folder (no config.json)",
+                            "pass --vae-decoder tiny=DIR with DIR holding an AutoencoderTiny (config.json + "
+                            "diffusion_pytorch_model.safetensors)")
+    cls = json_load(path / "config.json").get("_class_name")
+    if cls != "AutoencoderTiny":
+        raise MobileSDError(f"tiny decoder {path} holds a {cls}, not an AutoencoderTiny",
+                            "pass a TAESD-style AutoencoderTiny folder")
+    has_safe = (path / "diffusion_pytorch_model.safetensors").is_file()
+    if not has_safe and not allow_pickle:
+        raise MobileSDError(f"tiny decoder {path} has no safetensors weights (pickle files can execute code)",
+                            "convert it to diffusion_pytorch_model.safetensors, or pass --allow-pickle if you trust it")
+    try:
+        vae = AutoencoderTiny.from_pretrained(str(path), use_safetensors=has_safe).eval()
+    except Exception as exc:
+        raise MobileSDError(f"could not load the tiny decoder {path}: {type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}",
+                            "check that the folder is a complete AutoencoderTiny (re-download or re-save it)") from exc
+    check_tiny_vae(vae)
+    if pipe is not None:
+        want_c = pipe.unet.config.in_channels
+        if vae.config.latent_channels != want_c:
+            raise _unsupported("tiny decoder latent_channels", vae.config.latent_channels,
+                               f"the UNet makes {want_c}-channel latents", "use a tiny decoder made for this model")
+        if tiny_vae_scale_factor(vae) != pipe.vae_scale_factor:
+            raise _unsupported("tiny decoder upsampling", tiny_vae_scale_factor(vae),
+                               f"the model's VAE decodes {pipe.vae_scale_factor} image pixels per latent pixel",
+                               "use a tiny decoder made for this model (TAESD for SD 1.x / 2.x: factor 8)")
+    return vae
+
+
+def json_load(path):
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise MobileSDError(f"{path} is not valid JSON ({exc})", "re-download or re-save the model") from exc
+
+
 # ---- the UNet, cut at block boundaries -------------------------------------------------------------
 
 def unet_stages(unet) -> list[str]:
-    """The UNet as a sequence of stages: stem, down_0.., mid, up_0.., head."""
-    return (["stem"] + [f"down_{i}" for i in range(len(unet.down_blocks))] + ["mid"]
+    """The UNet as a sequence of stages: stem, down_0.., mid (unless mid_block_type is None), up_0.., head."""
+    return (["stem"] + [f"down_{i}" for i in range(len(unet.down_blocks))]
+            + (["mid"] if unet.mid_block is not None else [])
             + [f"up_{i}" for i in range(len(unet.up_blocks))] + ["head"])
 
 
@@ -146,6 +235,7 @@ class UNetChunk(nn.Module):
 
     def __init__(self, unet, start: int, stop: int):
         super().__init__()
+        check_unet(unet)
         stages = unet_stages(unet)
         if not (0 <= start < stop <= len(stages)):
             raise ValueError(f"bad stage range {start}:{stop}")
@@ -156,6 +246,8 @@ class UNetChunk(nn.Module):
         for stage in self.stages:
             if stage == "stem":
                 self.parts.update({"time_proj": unet.time_proj, "time_embedding": unet.time_embedding, "conv_in": unet.conv_in})
+                if unet.time_embed_act is not None:  # time_embedding_act_fn
+                    self.parts["time_embed_act"] = unet.time_embed_act
             elif stage == "head":
                 self.parts.update({"conv_out": unet.conv_out})
                 if unet.conv_norm_out is not None:
@@ -176,6 +268,7 @@ class UNetChunk(nn.Module):
         self.temb_out = self.makes_temb and not self.last and any(
             s.startswith(("down_", "up_")) or s == "mid" for s in stages[stop:])
         self.needs_text = any(getattr(self.parts[s], "has_cross_attention", False) for s in blocks)
+        self.center_input = bool(unet.config.get("center_input_sample", False))
 
     def input_names(self) -> list[str]:
         names = ["sample", "timestep"] if self.first else ["hidden"]
@@ -216,6 +309,10 @@ class UNetChunk(nn.Module):
                 # (an explicit expand would become BROADCAST_TO, which the GPU delegate rejects).
                 t = values["timestep"].reshape(-1)
                 emb = parts["time_embedding"](parts["time_proj"](t).to(h.dtype))
+                if "time_embed_act" in parts:
+                    emb = parts["time_embed_act"](emb)
+                if self.center_input:  # center_input_sample, as UNet2DConditionModel.forward
+                    h = 2 * h - 1.0
                 h = parts["conv_in"](h)
                 skips[0] = h
             elif stage.startswith("down_"):
@@ -325,6 +422,87 @@ def plan_unet_chunks(unet, n_chunks: int | None = None, max_bytes: int | None = 
     raise AssertionError("unreachable: a single stage fits")
 
 
+# ---- what the components support: checked when a model is loaded, before any conversion ---------------
+
+def _unsupported(field: str, value, why: str, fix: str) -> MobileSDError:
+    return MobileSDError(f"{field}={value!r} is not supported: {why}", fix)
+
+
+def check_unet(unet) -> None:
+    """UNet2DConditionModel configs whose forward has parts the UNet chunks would leave out (a silent change
+    of the function, which verification against the chunks could not see): refused, naming the field."""
+    cfg = unet.config
+    if cfg.get("time_cond_proj_dim") is not None:
+        raise _unsupported("unet time_cond_proj_dim", cfg.time_cond_proj_dim,
+                           "a guidance-embedding UNet (LCM-distilled) needs a timestep_cond input the graphs do not have",
+                           "export a UNet without time_cond_proj_dim (e.g. SD 1.5 with an LCM-LoRA fused in)")
+    if getattr(unet, "encoder_hid_proj", None) is not None:
+        raise _unsupported("unet encoder_hid_dim", cfg.get("encoder_hid_dim"),
+                           "SD 1.x/2.x UNets attend to the text encoder's states as they are, without a projection",
+                           "use a UNet with encoder_hid_dim null (its cross_attention_dim equal to the text encoder's "
+                           "hidden_size)")
+    for name in ("class_embed_type", "addition_embed_type", "num_class_embeds"):
+        if cfg.get(name):
+            raise _unsupported(f"unet {name}", cfg.get(name), "an extra conditioning input SD 1.x/2.x does not have",
+                               "mobilesd supports text-to-image SD 1.x / 2.x UNets (no class or added embeddings)")
+    if cfg.in_channels != 4 or cfg.out_channels != cfg.in_channels:
+        raise _unsupported("unet in_channels/out_channels", (cfg.in_channels, cfg.out_channels),
+                           "an SD UNet takes and predicts 4 latent channels (out_channels 8 is a learned variance, "
+                           "an inpainting UNet takes 9)", "pass a text-to-image SD 1.x / 2.x UNet (4 in, 4 out)")
+
+
+def check_vae(vae) -> None:
+    shift = vae.config.get("shift_factor", None)
+    if shift:
+        raise _unsupported("vae shift_factor", shift, "StableDiffusionPipeline decodes latent / scaling_factor "
+                           "without a shift (an SD3/Flux-style VAE)", "use an SD 1.x/2.x VAE (shift_factor null)")
+
+
+def check_time_phase_fp16(module: nn.Module, where: str) -> None:
+    """A Fourier time embedding (``time_embedding_type="fourier"``: sin/cos of ``2 pi w t``, |w t| in the
+    thousands for timesteps up to 999) has no significant digits left where the phase is computed in fp16
+    (fp16 spacing is 0.5 to 1 there): refused for runtimes that do (the LiteRT GPU delegate). Measured on the
+    tiny UNet: GPU-delegate output rel. L2 0.13 (0.05 allowed); Core ML with the phase in fp16 0.10, with it
+    in fp32 (what the Core ML converter does) 1.6e-3."""
+    from diffusers.models.embeddings import GaussianFourierProjection
+
+    if any(isinstance(m, GaussianFourierProjection) for m in module.modules()):
+        raise _unsupported("unet time_embedding_type", "fourier",
+                           f"{where} computes its phase 2 pi w t in fp16, where timesteps up to 999 leave it no "
+                           "significant digits", "export it with --target ios or --target onnx (they keep the "
+                           "phase in fp32), or use a UNet with time_embedding_type 'positional' (SD's)")
+
+
+def check_supported(pipe) -> None:
+    """Everything the components need of a pipeline's configs, checked before any conversion starts: each
+    error names the config field (component and key) and the fix. Components set to None are skipped."""
+    unet, te, vae, tok = pipe.unet, getattr(pipe, "text_encoder", None), getattr(pipe, "vae", None), pipe.tokenizer
+    check_unet(unet)
+    if vae is not None:
+        check_vae(vae)
+        if vae.config.latent_channels != unet.config.in_channels:
+            raise _unsupported("vae latent_channels", vae.config.latent_channels,
+                               f"the UNet takes {unet.config.in_channels} channels (unet in_channels)",
+                               "pair the UNet with the VAE it was trained with")
+    if te is not None:
+        hidden = te.config.hidden_size
+        cross = unet.config.cross_attention_dim
+        crosses = set(cross) if isinstance(cross, (list, tuple)) else {cross}
+        if crosses != {hidden}:
+            raise _unsupported("unet cross_attention_dim", cross,
+                               f"the text encoder's states are {hidden} wide (text_encoder hidden_size)",
+                               "pair the UNet with the text encoder it was trained with")
+        n_tok = tok.model_max_length if tok is not None else 77
+        if te.config.max_position_embeddings < n_tok:
+            raise _unsupported("text_encoder max_position_embeddings", te.config.max_position_embeddings,
+                               f"the tokenizer pads every prompt to {n_tok} tokens (tokenizer model_max_length)",
+                               f"use a text encoder with max_position_embeddings >= {n_tok}")
+        if tok is not None and te.config.vocab_size < len(tok):
+            raise _unsupported("text_encoder vocab_size", te.config.vocab_size,
+                               f"the tokenizer has {len(tok)} token ids, which would index past the embedding",
+                               f"use a text encoder with vocab_size >= {len(tok)} (the CLIP tokenizer's)")
+
+
 # ---- building the components of a pipeline ---------------------------------------------------------
 
 def text_encoder_component(pipe, batch: int = 1) -> Component:
@@ -338,8 +516,10 @@ def text_encoder_component(pipe, batch: int = 1) -> Component:
 
 def latent_shape(pipe, height: int | None = None, width: int | None = None) -> tuple[int, int, int]:
     factor = pipe.vae_scale_factor
-    h = height or pipe.unet.config.sample_size * factor
-    w = width or pipe.unet.config.sample_size * factor
+    sample = pipe.unet.config.sample_size  # an int, or (height, width): diffusers accepts both
+    sample_h, sample_w = (sample, sample) if isinstance(sample, int) else tuple(sample)
+    h = height or sample_h * factor
+    w = width or sample_w * factor
     if h % (factor * 2 ** (len(pipe.unet.down_blocks) - 1)) or w % (factor * 2 ** (len(pipe.unet.down_blocks) - 1)):
         raise MobileSDError(f"image size {h}x{w} does not divide into the UNet's down-sampling steps",
                             f"use a multiple of {factor * 2 ** (len(pipe.unet.down_blocks) - 1)}")
@@ -380,10 +560,19 @@ def unet_components(pipe, chunks: list[tuple[int, int]], batch: int = 2, height=
     return comps
 
 
-def vae_decoder_component(pipe, height=None, width=None, seed: int = 0) -> Component:
+def vae_decoder_component(pipe, height=None, width=None, seed: int = 0, tiny_vae=None) -> Component:
+    """The full VAE decoder, or with ``tiny_vae`` (an AutoencoderTiny) the tiny one: same name, inputs and outputs
+    (``meta.decoder`` says which)."""
     c, h, w = latent_shape(pipe, height, width)
-    latent = torch.randn(1, c, h, w, generator=torch.Generator().manual_seed(seed)) * pipe.vae.config.scaling_factor
-    return Component("vae_decoder", "vae_decoder", VAEDecoder(pipe.vae.eval()).eval(), {"latent": latent}, ["image"])
+    g = torch.Generator().manual_seed(seed)
+    if tiny_vae is not None:
+        # the sampler's latents have about unit variance (SD's scaling_factor is chosen for that), and TAESD reads
+        # them as they are: verify on that range, where its tanh(x / 3) clamp is exercised
+        return Component("vae_decoder", "vae_decoder", TinyVAEDecoder(tiny_vae.eval()).eval(),
+                         {"latent": torch.randn(1, c, h, w, generator=g)}, ["image"], meta={"decoder": "tiny"})
+    latent = torch.randn(1, c, h, w, generator=g) * pipe.vae.config.scaling_factor
+    return Component("vae_decoder", "vae_decoder", VAEDecoder(pipe.vae.eval()).eval(), {"latent": latent}, ["image"],
+                     meta={"decoder": "full"})
 
 
 class StepIndexedChunk(nn.Module):

@@ -323,11 +323,15 @@ def single_file_config(path: str | Path, prediction_type: str | None = None,
                        image_size: int | tuple[int, int] | None = None) -> Path:
     """A diffusers config folder (cached) for a .safetensors checkpoint: its architecture, prediction type and
     native image size as ``resolve_single_file`` settles them."""
-    from mobilesd.architectures import write_config_folder
+    from mobilesd.architectures import ARCHITECTURES, write_config_folder
 
     arch, pred, size = resolve_single_file(path, prediction_type, image_size)
+    spec = ARCHITECTURES[arch]
+    native = spec["unet"]["sample_size"] * 2 ** (len(spec["vae"]["block_out_channels"]) - 1)
     size_s = f"{size[0]}x{size[1]}" if isinstance(size, tuple) else str(size)
-    config = cache_dir() / "configs" / f"{arch}-{size_s}-{pred}"
+    # the architecture's own variant keeps the plain name (configs/sd15, configs/sd21), others get theirs
+    name = arch if (pred, size) == (spec["prediction_type"], native) else f"{arch}-{size_s}-{pred}"
+    config = cache_dir() / "configs" / name
     if not (config / "model_index.json").exists():
         with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:  # written whole or not at all
             write_config_folder(Path(tmp) / "c", arch, prediction_type=pred, image_size=size)

@@ -33,18 +33,28 @@ FORMAT_RUNTIME = {"tflite": "tflite", "onnx": "onnx", "mlpackage": "coreml-mil"}
 OnStage = Callable[[str, float], None]
 
 
-def make_scheduler(name: str, config: dict):
+def make_scheduler(name: str, config: dict, timestep_spacing: str | None = None):
+    """Scheduler ``name`` from a diffusers config; ``timestep_spacing`` (the manifest's
+    ``scheduler.timestep_spacing``) overrides the config's for every scheduler (SD-Turbo-style "trailing")."""
     import diffusers
 
     if name not in SCHEDULERS:
         raise MobileSDError(f"unknown scheduler {name!r}", f"use one of {sorted(SCHEDULERS)}")
+    if timestep_spacing is not None:
+        config = dict(config, timestep_spacing=timestep_spacing)
     return getattr(diffusers, SCHEDULERS[name]).from_config(config)
+
+
+def cfg_mode_of(unet_batch: int) -> str:
+    """The CFG mode of a UNet graph batch when none is stated (bundles always state it)."""
+    return "batch" if unet_batch == 2 else "sequential"
 
 
 class Stages:
     """The three stages on some runtime. Arrays in and out are numpy float32 (ids int32)."""
 
     unet_batch: int = 2
+    cfg_mode: str = "batch"      # batch | sequential | none (mobilesd.export: the manifest's cfg.mode)
     runtime: str = ""
 
     def encode(self, input_ids: np.ndarray) -> np.ndarray: ...
@@ -70,18 +80,20 @@ class TorchStages(Stages):
     runtime = "torch"
 
     def __init__(self, pipe, chunks: list[tuple[int, int]] | None = None, unet_batch: int = 2,
-                 step_context=None):
+                 step_context=None, cfg_mode: str | None = None, decoder_vae=None):
         """``step_context``: the StepContext of a quantized UNet with simulated activation quantization (its
-        chunks then take a step_index input, as the exported graphs do)."""
-        from mobilesd.components import TextEncoder, VAEDecoder, make_unet_chunk, unet_stages
+        chunks then take a step_index input, as the exported graphs do). ``cfg_mode`` none runs batch-1 UNet
+        calls on the prompt only. ``decoder_vae``: an AutoencoderTiny decoding in place of the pipeline's VAE."""
+        from mobilesd.components import TextEncoder, TinyVAEDecoder, VAEDecoder, make_unet_chunk, unet_stages
 
         self.text_encoder = TextEncoder(pipe.text_encoder).eval()
         chunks = chunks or [(0, len(unet_stages(pipe.unet)))]
         self.chunks = [make_unet_chunk(pipe.unet, a, b, step_context).eval() for a, b in chunks]
         self.step_timesteps = step_context.timesteps if step_context is not None else None
         self.specs = [(c.input_names(), c.output_names(), c.aliases()) for c in self.chunks]
-        self.decoder = VAEDecoder(pipe.vae).eval()
-        self.unet_batch = unet_batch
+        self.decoder = (TinyVAEDecoder(decoder_vae) if decoder_vae is not None else VAEDecoder(pipe.vae)).eval()
+        self.cfg_mode = cfg_mode or cfg_mode_of(unet_batch)
+        self.unet_batch = 1 if self.cfg_mode == "none" else unet_batch
 
     @torch.no_grad()
     def encode(self, input_ids):
@@ -144,6 +156,7 @@ class GraphStages(Stages):
         quant = bundle.manifest.get("quantization") or {}
         self.step_timesteps = quant.get("timesteps") if quant.get("simulate_activations") else None
         self.unet_batch = bundle.manifest["cfg"]["unet_batch"]
+        self.cfg_mode = bundle.manifest["cfg"].get("mode") or cfg_mode_of(self.unet_batch)
 
     def _open(self, name):
         from mobilesd.runtime.graphs import open_graph
@@ -174,22 +187,30 @@ class GraphStages(Stages):
 
 class HostPipeline:
     def __init__(self, stages: Stages, tokenizer, scheduler_config: dict, latent_shape: tuple[int, int, int],
-                 default_scheduler: str = "dpm"):
+                 default_scheduler: str = "dpm", timestep_spacing: str | None = None):
+        """``timestep_spacing``: overrides the scheduler config's for every scheduler (the manifest's
+        ``scheduler.timestep_spacing``)."""
         self.stages = stages
         self.tokenizer = tokenizer
         self.scheduler_config = dict(scheduler_config)
         self.latent_shape = tuple(latent_shape)
         self.default_scheduler = default_scheduler
+        self.timestep_spacing = timestep_spacing
         self.load_seconds = 0.0
+
+    @property
+    def cfg_mode(self) -> str:
+        return getattr(self.stages, "cfg_mode", None) or cfg_mode_of(self.stages.unet_batch)
 
     # -- construction ---------------------------------------------------------------------------------
     @classmethod
     def from_diffusers(cls, pipe, chunks=None, unet_batch: int = 2, height: int | None = None,
-                       width: int | None = None, step_context=None) -> "HostPipeline":
+                       width: int | None = None, step_context=None, cfg_mode: str | None = None,
+                       timestep_spacing: str | None = None, decoder_vae=None) -> "HostPipeline":
         from mobilesd.components import latent_shape
 
-        return cls(TorchStages(pipe, chunks, unet_batch, step_context), pipe.tokenizer, dict(pipe.scheduler.config),
-                   latent_shape(pipe, height, width))
+        return cls(TorchStages(pipe, chunks, unet_batch, step_context, cfg_mode, decoder_vae), pipe.tokenizer,
+                   dict(pipe.scheduler.config), latent_shape(pipe, height, width), timestep_spacing=timestep_spacing)
 
     @classmethod
     def from_bundle(cls, bundle_dir, runtime: str = "tflite", threads: int | None = None,
@@ -219,7 +240,7 @@ class HostPipeline:
         else:
             stages = GraphStages(bundle, threads)
         hp = cls(stages, tokenizer, sched_cfg, (lat["channels"], lat["height"], lat["width"]),
-                 m["scheduler"].get("default", "dpm"))
+                 m["scheduler"].get("default", "dpm"), timestep_spacing=m["scheduler"].get("timestep_spacing"))
         hp.bundle = bundle
         hp.load_seconds = time.perf_counter() - t0
         return hp
@@ -247,11 +268,20 @@ class HostPipeline:
         """One image, (H, W, 3) uint8 (or float32 in [0, 1] with ``output="float"``)."""
         if steps < 1:
             raise MobileSDError(f"--steps must be at least 1 (got {steps})", "pass --steps 20, for example")
-        sched = make_scheduler(scheduler or self.default_scheduler, self.scheduler_config)
+        sched = make_scheduler(scheduler or self.default_scheduler, self.scheduler_config, self.timestep_spacing)
         sched.set_timesteps(steps)
         t_start = time.perf_counter()
-        uncond, cond = _timed(on_stage, "text_encoder", self.encode_prompt, prompt, negative_prompt)
-        cfg = guidance > 1.0
+        if self.cfg_mode == "none":
+            # a guidance-free (distilled) bundle: the prompt only, one batch-1 UNet call per step, no guidance
+            # (what diffusers' pipeline does at guidance_scale <= 1)
+            from mobilesd.tokenizer import tokenize
+
+            ids = tokenize(self.tokenizer, [prompt]).astype(np.int32)
+            uncond, cond = None, _timed(on_stage, "text_encoder", self.stages.encode, ids)
+            cfg = False
+        else:
+            uncond, cond = _timed(on_stage, "text_encoder", self.encode_prompt, prompt, negative_prompt)
+            cfg = guidance > 1.0
         generator = torch.Generator("cpu").manual_seed(int(seed))
         x = latents.astype(np.float32) if latents is not None else self.initial_latent(generator, sched)
         timesteps = sched.timesteps
@@ -310,10 +340,25 @@ def _torch_stages(bundle, model: str | None, quantized: str | None) -> TorchStag
     if Path(src).suffix == ".safetensors" and sample is not None and factor:
         image_size = tuple(s * factor for s in sample) if isinstance(sample, list) else sample * factor
     pipe = load_pipeline(src, prediction_type=m["source"]["prediction_type"], image_size=image_size)
+    if m["source"].get("loras"):   # fused as the export fused them (files checked against their SHA-256)
+        from mobilesd.lora import fuse_loras, recorded_loras
+
+        fuse_loras(pipe, recorded_loras(m["source"]["loras"]))
+    decoder_vae = None
+    tiny = m["source"].get("vae_decoder")
+    if tiny and tiny.get("kind") == "tiny":
+        from mobilesd.components import load_tiny_vae
+
+        if not Path(tiny["model"]).is_dir():
+            raise MobileSDError(f"bundle {bundle.root} was exported with the tiny decoder {tiny['model']}, which is "
+                                "not here: --runtime torch would decode with the full VAE",
+                                "restore that folder, or run the bundle's own graphs (no --runtime torch)")
+        decoder_vae = load_tiny_vae(tiny["model"], pipe)
     chunks = [tuple(g["meta"]["stage_range"]) for g in bundle.unet_graphs()]
+    cfg_mode = m["cfg"].get("mode")
     q = m.get("quantization")
     if not q:
-        return TorchStages(pipe, chunks, m["cfg"]["unet_batch"])
+        return TorchStages(pipe, chunks, m["cfg"]["unet_batch"], cfg_mode=cfg_mode, decoder_vae=decoder_vae)
     import logging
 
     from mobilesd.export.options import ExportOptions
@@ -339,14 +384,14 @@ def _torch_stages(bundle, model: str | None, quantized: str | None) -> TorchStag
         "torch runtime: %s with the integer weights of %s%s", src, qdir,
         ", activations quantized per step (as the bundle's step_index graphs)" if state.step_context is not None
         else ", activations in float (the export's reference for this bundle)")
-    return TorchStages(pipe, chunks, m["cfg"]["unet_batch"], state.step_context)
+    return TorchStages(pipe, chunks, m["cfg"]["unet_batch"], state.step_context, cfg_mode, decoder_vae)
 
 
 def diffusers_reference(pipe, prompt: str, negative_prompt: str = "", steps: int = 20, guidance: float = 7.5,
-                        seed: int = 0, scheduler: str = "dpm") -> np.ndarray:
+                        seed: int = 0, scheduler: str = "dpm", timestep_spacing: str | None = None) -> np.ndarray:
     """diffusers' own StableDiffusionPipeline output (uint8 HxWx3) for the same settings."""
     original = pipe.scheduler
-    pipe.scheduler = make_scheduler(scheduler, original.config)
+    pipe.scheduler = make_scheduler(scheduler, original.config, timestep_spacing)
     try:
         out = pipe(prompt, negative_prompt=negative_prompt or None, num_inference_steps=steps,
                    guidance_scale=guidance, generator=torch.Generator("cpu").manual_seed(seed), output_type="np")

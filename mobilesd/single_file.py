@@ -176,19 +176,23 @@ def to_original_state_dict(pipe) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_single_file(pipe, path: str | Path, fmt: str = "safetensors") -> Path:
-    """Write ``pipe`` (SD 1.x) as one original-format checkpoint at ``path``.
+def save_single_file(pipe, path: str | Path, fmt: str = "safetensors", metadata: dict[str, str] | None = None) -> Path:
+    """Write ``pipe`` (SD 1.x, or SD 2.x-shaped with a CLIP text encoder) as one original-format checkpoint.
 
     fmt "safetensors" (the default); "ckpt" writes a torch.save pickle ({"state_dict": ...}, like the
     released .ckpt files) and exists only to test that pickle checkpoints are refused.
+    metadata: extra safetensors header entries (strings), e.g. SAI ModelSpec ``modelspec.architecture`` or
+    kohya-ss ``ss_v_parameterization``, as trainers write them: what tells SD 2.x variants apart.
     """
     path = Path(path)
     state = to_original_state_dict(pipe)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if metadata and fmt != "safetensors":
+        raise MobileSDError("save_single_file: metadata needs the safetensors format", 'use fmt="safetensors"')
     if fmt == "safetensors":
         from safetensors.torch import save_file
 
-        save_file(state, str(path), metadata={"format": "pt"})
+        save_file(state, str(path), metadata={"format": "pt", **{k: str(v) for k, v in (metadata or {}).items()}})
     elif fmt == "ckpt":
         torch.save({"state_dict": state}, str(path))
     else:

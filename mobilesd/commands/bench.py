@@ -10,13 +10,17 @@ from mobilesd.errors import MobileSDError
 
 NAME = "bench"
 HELP = "measure per-stage latency of a bundle on this machine"
-RUNTIMES = ("tflite", "onnx", "torch")
+# the host runtimes (mobilesd.pipeline.RUNTIMES): a bundle's graphs run on the one of their format
+# (FORMAT_RUNTIME: tflite, onnx, coreml-mil = Core ML packages through the MIL interpreter); torch runs its
+# source model
+RUNTIMES = ("tflite", "onnx", "coreml-mil", "torch")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", type=Path, required=True, help="bundle folder written by `mobilesd export`")
     p.add_argument("--runtime", action="append", default=None,
-                   help="tflite | onnx | torch; repeat or comma-separate for side-by-side (default: the bundle's format)")
+                   help="tflite | onnx | coreml-mil | torch; repeat or comma-separate for side-by-side "
+                        "(default: the runtime of the bundle's graphs)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the runtime (default: all cores)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs (default 3)")
@@ -31,22 +35,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
-def parse_runtimes(values: list[str] | None, bundle: Path) -> list[str]:
+def bundle_graph_runtime(bundle: Path) -> tuple[str, str]:
+    """(graph format, the host runtime of it: tflite | onnx | coreml-mil) of a bundle, from its manifest."""
     import json
 
+    from mobilesd.pipeline import FORMAT_RUNTIME
+
+    try:
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        fmt = manifest["graphs"][0]["format"]
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        raise MobileSDError(f"{bundle}/manifest.json does not say what its graphs are ({type(exc).__name__}: {exc})",
+                            "re-export the bundle with `mobilesd export`") from exc
+    if fmt not in FORMAT_RUNTIME:
+        raise MobileSDError(f"bundle {bundle} holds {fmt} graphs, which no host runtime runs",
+                            f"bench a bundle of {', '.join(FORMAT_RUNTIME)} graphs, or --runtime torch")
+    return fmt, FORMAT_RUNTIME[fmt]
+
+
+def parse_runtimes(values: list[str] | None, bundle: Path) -> list[str]:
+    """The runtimes to bench, each checked against the bundle before any runs: its graphs' runtime or torch."""
+    fmt, graph_runtime = bundle_graph_runtime(bundle)
     if not values:
-        try:
-            manifest = json.loads((bundle / "manifest.json").read_text())
-            fmt = next(g["format"] for g in manifest.get("graphs", []) if g.get("format") in RUNTIMES)
-        except (OSError, ValueError, StopIteration):
-            fmt = "tflite"
-        return [fmt]
+        return [graph_runtime]
     out: list[str] = []
     for v in values:
         for name in v.split(","):
             name = name.strip().lower()
             if name not in RUNTIMES:
                 raise MobileSDError(f"unknown runtime '{name}'", f"use one of {', '.join(RUNTIMES)}")
+            if name not in ("torch", graph_runtime):
+                raise MobileSDError(f"bundle {bundle} holds {fmt} graphs; it cannot run on --runtime {name}",
+                                    f"use --runtime {graph_runtime} or torch, or bench a bundle exported for {name}")
             if name not in out:
                 out.append(name)
     return out
