@@ -118,8 +118,14 @@ def quantize(model=None, out: str | Path | None = None, *, method: str = "ptq", 
         fuse_loras(pipe, lora_files, allow_pickle)
     pipe.set_progress_bar_config(disable=True)
     tiny = source is not None and (Path(source) / "classifier").is_dir()
+    compositional = source is not None and (Path(source) / "attribute_classifier").is_dir()
     if guidance is None:
-        guidance = 3.0 if tiny else 7.5  # the tiny digits model samples best at 3.0 (docs/tiny-model.md)
+        if compositional:  # the compositional model: the guidance it is evaluated at
+            from mobilesd.tiny.compositional_metrics import EvalSettings
+
+            guidance = EvalSettings().guidance
+        else:
+            guidance = 3.0 if tiny else 7.5  # the tiny digits model samples best at 3.0 (docs/tiny-model.md)
     prompts = prompts or default_prompts(source)
     t0 = time.perf_counter()
     torch.manual_seed(seed)
@@ -160,7 +166,10 @@ def quantize(model=None, out: str | Path | None = None, *, method: str = "ptq", 
         from mobilesd.quant.svdquant import decompose
 
         act_max = {n: recorder.channel_max(n) for n in act_bits_by_layer} if recorder is not None else None
-        svd_info = decompose(layers["unet"], svd_rank, act_max, smooth_alpha)
+        # the branch goes on the layers at the requested width; the policy's fixed-width first / last layers
+        # (conv_in / conv_out at 8 bits) stay plain, as in the paper, which keeps them out of the 4-bit scheme
+        eligible = {n: q for n, q in layers["unet"].items() if not policy.fixed_width(n, rules)}
+        svd_info = decompose(eligible, svd_rank, act_max, smooth_alpha)
         smooth = {n: q.smooth for n, q in layers["unet"].items() if q.smooth is not None}
     if recorder is not None:
         tables = step_size_tables(recorder, act_bits_by_layer, steps, smooth)

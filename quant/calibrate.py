@@ -26,10 +26,20 @@ GENERIC_PROMPTS = [
 ]
 
 
+CALIBRATION_PROMPTS_FILE = "calibration_prompts.txt"
+
+
 def default_prompts(model_dir) -> list[str]:
-    """The tiny digits model calibrates on its training phrasings (never the held-out eval ones)."""
+    """A model folder's own ``calibration_prompts.txt`` (one per line; the compositional model ships its
+    training phrasings there), else the tiny digits model's training phrasings (never the held-out eval ones),
+    else a generic list."""
     from pathlib import Path
 
+    own = Path(model_dir) / CALIBRATION_PROMPTS_FILE if model_dir is not None else None
+    if own is not None and own.is_file():
+        lines = [line.strip() for line in own.read_text().splitlines() if line.strip()]
+        if lines:
+            return lines
     if model_dir is not None and (Path(model_dir) / "classifier").is_dir():
         from mobilesd.tiny.data import train_prompts
 
@@ -77,26 +87,61 @@ def teacher_trajectory(unet: nn.Module, scheduler, uncond, cond, latents, guidan
     return latents
 
 
-class InputRecorder:
-    """Forward pre-hooks that stream per-(layer, step) input statistics."""
+def channel_dim(layer: nn.Module) -> int:
+    """The input-channel dimension of a layer's input: last for Linear, 1 for Conv2d (NCHW)."""
+    return 1 if isinstance(layer, nn.Conv2d) or getattr(layer, "kind", "") == "conv" else -1
 
-    def __init__(self, layers: dict[str, nn.Module], samples_per_call: int = 2048, seed: int = 0):
+
+class InputRecorder:
+    """Forward pre-hooks that stream per-(layer, step) input statistics.
+
+    ``per_channel``: also keep each sample's input channel and the exact per-channel max |x| of every step
+    (SVDQuant's smoothing needs them; the samples can then be rescaled per channel afterwards)."""
+
+    def __init__(self, layers: dict[str, nn.Module], samples_per_call: int = 2048, seed: int = 0,
+                 per_channel: bool = False):
         self.samples_per_call = samples_per_call
         self.step = 0
+        self.per_channel = per_channel
         self.samples: dict[str, dict[int, list[torch.Tensor]]] = {n: {} for n in layers}
+        self.channels: dict[str, dict[int, list[torch.Tensor]]] = {n: {} for n in layers}
         self.maxabs: dict[str, dict[int, float]] = {n: {} for n in layers}
+        self.channel_maxabs: dict[str, dict[int, torch.Tensor]] = {n: {} for n in layers}
         self.gen = torch.Generator("cpu").manual_seed(seed)
-        self.handles = [layer.register_forward_pre_hook(self._hook(name)) for name, layer in layers.items()]
+        self.handles = [layer.register_forward_pre_hook(self._hook(name, channel_dim(layer)))
+                        for name, layer in layers.items()]
 
-    def _hook(self, name):
+    def _hook(self, name, cdim):
         def hook(module, args):
-            x = args[0].detach().float().reshape(-1)
+            full = args[0].detach().float()
+            x = full.reshape(-1)
             k = min(self.samples_per_call, x.numel())
             idx = torch.randint(0, x.numel(), (k,), generator=self.gen)
             self.samples[name].setdefault(self.step, []).append(x[idx.to(x.device)].cpu())
             m = self.maxabs[name]
             m[self.step] = max(m.get(self.step, 0.0), float(x.abs().max()))
+            if self.per_channel:
+                c = full.shape[cdim]
+                # channel of flat index i: i % C (channels last) or (i // (H*W)) % C (NCHW)
+                inner = 1 if cdim == -1 else int(full[0, 0].numel())
+                self.channels[name].setdefault(self.step, []).append(((idx // inner) % c).to(torch.int32))
+                cm = full.abs().movedim(cdim, -1).reshape(-1, c).amax(0).cpu()
+                prev = self.channel_maxabs[name].get(self.step)
+                self.channel_maxabs[name][self.step] = cm if prev is None else torch.maximum(prev, cm)
         return hook
+
+    def channel_max(self, name: str) -> torch.Tensor:
+        """Per-channel max |x| over all steps."""
+        return torch.stack(list(self.channel_maxabs[name].values())).amax(0)
+
+    def scaled_values(self, name: str, scale: torch.Tensor, step: int | None = None) -> tuple[torch.Tensor, float]:
+        """``values`` of the input multiplied per channel by ``scale`` (SVDQuant's smoothed input): the samples
+        rescaled by their channel's factor, and the exact max |x * scale| from the per-channel maxima."""
+        steps = [step] if step is not None else sorted(self.samples[name])
+        vals = torch.cat([v for s in steps for v in self.samples[name][s]])
+        chans = torch.cat([c for s in steps for c in self.channels[name][s]]).long()
+        maxabs = max(float((self.channel_maxabs[name][s] * scale.abs()).max()) for s in steps)
+        return vals * scale[chans], maxabs
 
     def remove(self):
         for h in self.handles:
@@ -121,15 +166,14 @@ def mse_step_size(values: torch.Tensor, maxabs: float, bits: int, grid: int = 50
     return best
 
 
-def calibrate(pipe, layers: dict[str, nn.Module], act_bits: dict[str, int], prompts: list[str], steps: int,
-              guidance: float, scheduler: str = "dpm", batch_size: int = 8, seed: int = 0,
-              samples_per_call: int = 2048, progress: bool = True, device: str = "cpu") -> tuple[dict[str, dict[str, torch.Tensor]], list[int]]:
-    """Activation step sizes {"per_step": {layer: [steps]}, "static": {layer: [1]}} for the layers with
-    activation bits, and the timestep list they belong to. ``layers`` are the teacher's (full-precision) modules, by name."""
+def record_inputs(pipe, targets: dict[str, nn.Module], prompts: list[str], steps: int, guidance: float,
+                  scheduler: str = "dpm", batch_size: int = 8, seed: int = 0, samples_per_call: int = 2048,
+                  progress: bool = True, device: str = "cpu", per_channel: bool = False) -> tuple[InputRecorder, list[int]]:
+    """Sample with the teacher over ``prompts`` and record the inputs of ``targets``; returns the recorder
+    (hooks removed) and the timesteps of the steps it recorded."""
     from tqdm.auto import tqdm
 
-    targets = {n: m for n, m in layers.items() if act_bits.get(n)}
-    rec = InputRecorder(targets, samples_per_call, seed)
+    rec = InputRecorder(targets, samples_per_call, seed, per_channel=per_channel)
     timesteps: list[int] = []
     try:
         batches = [prompts[i : i + batch_size] for i in range(0, len(prompts), batch_size)]
@@ -147,8 +191,30 @@ def calibrate(pipe, layers: dict[str, nn.Module], act_bits: dict[str, int], prom
             timesteps = [int(t) for t in sched.timesteps]
     finally:
         rec.remove()
-    tables = {}
-    for name in targets:
-        tables[name] = torch.tensor([mse_step_size(*rec.values(name, i), act_bits[name]) for i in range(steps)])
-    tables_static = {name: torch.tensor([mse_step_size(*rec.values(name), act_bits[name])]) for name in targets}
-    return {"per_step": tables, "static": tables_static}, timesteps
+    return rec, timesteps
+
+
+def step_size_tables(rec: InputRecorder, act_bits: dict[str, int], steps: int,
+                     smooth: dict[str, torch.Tensor] | None = None) -> dict[str, dict[str, torch.Tensor]]:
+    """{"per_step": {layer: [steps]}, "static": {layer: [1]}} by MSE search; layers in ``smooth`` are
+    calibrated on their smoothed input x * smooth (SVDQuant)."""
+    smooth = smooth or {}
+
+    def vals(name, step=None):
+        return rec.scaled_values(name, smooth[name], step) if name in smooth else rec.values(name, step)
+
+    names = [n for n in rec.samples if act_bits.get(n)]
+    per_step = {n: torch.tensor([mse_step_size(*vals(n, i), act_bits[n]) for i in range(steps)]) for n in names}
+    static = {n: torch.tensor([mse_step_size(*vals(n), act_bits[n])]) for n in names}
+    return {"per_step": per_step, "static": static}
+
+
+def calibrate(pipe, layers: dict[str, nn.Module], act_bits: dict[str, int], prompts: list[str], steps: int,
+              guidance: float, scheduler: str = "dpm", batch_size: int = 8, seed: int = 0,
+              samples_per_call: int = 2048, progress: bool = True, device: str = "cpu") -> tuple[dict[str, dict[str, torch.Tensor]], list[int]]:
+    """Activation step sizes {"per_step": {layer: [steps]}, "static": {layer: [1]}} for the layers with
+    activation bits, and the timestep list they belong to. ``layers`` are the teacher's (full-precision) modules, by name."""
+    targets = {n: m for n, m in layers.items() if act_bits.get(n)}
+    rec, timesteps = record_inputs(pipe, targets, prompts, steps, guidance, scheduler, batch_size, seed,
+                                   samples_per_call, progress, device)
+    return step_size_tables(rec, act_bits, steps), timesteps

@@ -4,6 +4,15 @@ EfficientDM's QALoRA: the effective weight is Q(W + up @ down), so at the end th
 quantized integers at no inference cost. Conv LoRA is a k x k conv down to rank r, then a 1 x 1 conv up,
 whose product is again a k x k kernel.
 
+GraLoRA (Jung et al. 2025, ``add_lora(..., blocks=k)``): the weight (viewed as [O, I*kh*kw], input channels
+grouped with their kernel elements) is split into k x k blocks, each with its own low-rank pair of rank r / k;
+the k^2 pairs have exactly the parameters of one rank-r LoRA, r * (O + I*kh*kw), but the delta can reach rank
+k*(r/k) per block row and adapts each block on its own. It merges before quantization like QALoRA.
+
+SVDQuant (Li et al. 2024; ``mobilesd.quant.svdquant``): a layer may also hold a per-input-channel smoothing
+vector and a fixed 16-bit low-rank branch; ``weight`` is then the residual that is quantized, and the forward
+is y = Q(W_res)·Q_a(x * smooth) + up(down(x * smooth)) + b.
+
 Written by hand rather than with peft: peft's LoRA layers add the branch to the base layer's *output*
 (y = base(x) + B(A(x))), which cannot express "merge into the weight, then quantize"; doing it through
 peft's custom-module hook would still need this whole forward, and would keep peft's wrappers in the
@@ -36,21 +45,63 @@ class QuantLayer(nn.Module):
         self.act_quant: ActQuantizer | None = None
         self.lora_down: torch.Tensor | None = None
         self.lora_up: torch.Tensor | None = None
+        self.lora_blocks = 1           # GraLoRA's k (1: plain LoRA)
+        # SVDQuant: input smoothing (multiplier per input channel) and the fixed 16-bit low-rank branch
+        self.register_buffer("smooth", None)
+        self.register_buffer("lowrank_down", None)
+        self.register_buffer("lowrank_up", None)
         self.merged = False  # True: self.weight already holds the quantized weight
 
     # -- LoRA
-    def add_lora(self, rank: int, generator: torch.Generator | None = None) -> None:
-        """down: Kaiming-uniform (as in LoRA), up: zero, so training starts from the PTQ model."""
+    def add_lora(self, rank: int, generator: torch.Generator | None = None, blocks: int = 1) -> int:
+        """down: Kaiming-uniform (as in LoRA), up: zero, so training starts from the PTQ model. ``blocks`` k > 1:
+        GraLoRA's k x k granular pairs of rank r / k, where k divides O, I and r (else plain LoRA). Returns the
+        k used."""
         rank = min(rank, *self._lora_dims())
-        down = torch.empty(self._down_shape(rank))
+        o, i = self.weight.shape[0], self.weight.shape[1]
+        k = blocks if blocks > 1 and o % blocks == 0 and i % blocks == 0 and rank % blocks == 0 else 1
+        self.lora_blocks = k
+        if k == 1:
+            down = torch.empty(self._down_shape(rank))
+            nn.init.kaiming_uniform_(down, a=math.sqrt(5), generator=generator)
+            self.lora_down = nn.Parameter(down)
+            self.lora_up = nn.Parameter(torch.zeros(self._up_shape(rank)))
+            return 1
+        kernel = self.weight[0, 0].numel()
+        down = torch.empty(k * k * (rank // k), (i // k) * kernel)   # fan-in of each block: its input group
         nn.init.kaiming_uniform_(down, a=math.sqrt(5), generator=generator)
-        self.lora_down = nn.Parameter(down)
-        self.lora_up = nn.Parameter(torch.zeros(self._up_shape(rank)))
+        self.lora_down = nn.Parameter(down.reshape(k, k, rank // k, (i // k) * kernel))
+        self.lora_up = nn.Parameter(torch.zeros(k, k, o // k, rank // k))
+        return k
 
     def lora_delta(self) -> torch.Tensor:
         o = self.weight.shape[0]
+        if self.lora_blocks > 1:
+            # block (a, b) of the [O, I*K] delta = up[a, b] @ down[a, b]; rows a-major, input channels b-major
+            k = self.lora_blocks
+            blocks = torch.einsum("abor,abrc->aobc", self.lora_up, self.lora_down)   # [k, O/k, k, (I/k)*K]
+            i = self.weight.shape[1]
+            return blocks.reshape(o, k, i // k, -1).reshape(self.weight.shape)
         r = self.lora_down.shape[0]
         return (self.lora_up.reshape(o, r) @ self.lora_down.reshape(r, -1)).reshape(self.weight.shape)
+
+    # -- SVDQuant
+    def set_lowrank(self, down: torch.Tensor, up: torch.Tensor, smooth: torch.Tensor | None) -> None:
+        """The fixed branch (down: [r, I] / [r, I, kh, kw], up: [O, r] / [O, r, 1, 1]) and the smoothing
+        multiplier ([I]); buffers, so they follow .to() and state_dict but never train."""
+        self.lowrank_down = down.detach().float().contiguous()
+        self.lowrank_up = up.detach().float().contiguous()
+        self.smooth = None if smooth is None else smooth.detach().float().contiguous()
+
+    def lowrank_delta(self) -> torch.Tensor:
+        """up @ down as a weight of this layer's shape (the branch's contribution to the smoothed weight)."""
+        o, r = self.weight.shape[0], self.lowrank_down.shape[0]
+        return (self.lowrank_up.reshape(o, r) @ self.lowrank_down.reshape(r, -1)).reshape(self.weight.shape)
+
+    def smooth_input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.smooth is None:
+            return x
+        return x * (self.smooth if self.kind == "linear" else self.smooth.reshape(1, -1, 1, 1))
 
     def effective_weight(self) -> torch.Tensor:
         if self.merged:
@@ -71,9 +122,12 @@ class QuantLayer(nn.Module):
         self.merged = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.act_quant is not None:
-            x = self.act_quant(x)
-        return self._op(x, self.effective_weight())
+        x = self.smooth_input(x)
+        xq = self.act_quant(x) if self.act_quant is not None else x
+        y = self._op(xq, self.effective_weight())
+        if self.lowrank_down is not None:   # SVDQuant: the 16-bit branch sees the unquantized (smoothed) input
+            y = y + self.lowrank_branch(x)
+        return y
 
 
 class QuantLinear(QuantLayer):
@@ -90,6 +144,9 @@ class QuantLinear(QuantLayer):
 
     def _op(self, x, w):
         return F.linear(x, w, self.bias)
+
+    def lowrank_branch(self, x):
+        return F.linear(F.linear(x, self.lowrank_down), self.lowrank_up)
 
 
 class QuantConv2d(QuantLayer):
@@ -112,6 +169,11 @@ class QuantConv2d(QuantLayer):
 
     def _op(self, x, w):
         return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def lowrank_branch(self, x: torch.Tensor) -> torch.Tensor:
+        """SVDQuant's branch: k x k conv down to rank r (the layer's stride / padding), then 1 x 1 conv up."""
+        h = F.conv2d(x, self.lowrank_down, None, self.stride, self.padding, self.dilation, self.groups)
+        return F.conv2d(h, self.lowrank_up)
 
     def lora_branch(self, x: torch.Tensor) -> torch.Tensor:
         """The LoRA as two convs (down k x k, up 1 x 1): equal to conv with ``lora_delta()``."""

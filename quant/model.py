@@ -1,6 +1,6 @@
 """The quantized-model folder: one function to save it, one to load it (like diffusers' save/from_pretrained).
 
-Layout (format ``mobilesd-quantized``, version 1)::
+Layout (format ``mobilesd-quantized``, version 2; version 1 folders, which have no SVDQuant layers, load too)::
 
     quant_config.json        method, bits, layer policy (rules and the resolved per-layer plan), timesteps
                              of the activation tables, calibration / training settings, base model
@@ -10,7 +10,13 @@ Layout (format ``mobilesd-quantized``, version 1)::
     activations.safetensors  "<component>.<layer>.act_step": float32 [n_steps] per-step step sizes (one
                              entry for static intervals) for timesteps ``timesteps``; the interval is
                              [-2^(b-1) s, (2^(b-1)-1) s], zero point 0
-    lora.safetensors         (efficientdm) the trained LoRA factors, for reference; already merged
+                             SVDQuant layers (v2) also hold ".lowrank_down" / ".lowrank_up" (float32, the 16-bit
+                             branch: [r, I(, kh, kw)] and [O, r(, 1, 1)]) and, when smoothed, ".smooth" (float32
+                             [I], the multiplier of the layer's input); their ".qweight" are then the integers of
+                             the *residual* W * diag(1 / smooth) - up @ down (the change of meaning behind v2)
+    activations.safetensors  (cont.) for SVDQuant layers the step sizes are those of the smoothed input x * smooth
+    lora.safetensors         (efficientdm, svdquant --distill) the trained LoRA factors, for reference; already
+                             merged ([k, k, O/k, r/k] / [k, k, r/k, (I/k)*kh*kw] for GraLoRA's k x k blocks)
     tdq.safetensors          (tdq intervals) the generator MLPs the tables were frozen from
 
 Layers not in the plan, biases and norms come from the base model recorded in the config (a model path;
@@ -30,7 +36,8 @@ from mobilesd.quant.layers import QuantLayer, wrap
 from mobilesd.quant.quantizers import ActQuantizer, StepContext
 
 FORMAT = "mobilesd-quantized"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 COMPONENTS = ("unet", "text_encoder", "vae")
 
 
@@ -93,11 +100,16 @@ class QuantizedModel:
                 q.merge()
                 if q.weight_quant is not None:
                     weights[f"{key}.qweight"] = q.integers.contiguous()
-                    weights[f"{key}.scale"] = q.weight_quant.scale.float().contiguous()
+                    weights[f"{key}.scale"] = q.weight_quant.scale.detach().float().contiguous()
                     if not q.weight_quant.symmetric:
                         weights[f"{key}.zero_point"] = q.weight_quant.zero_point.to(torch.int8).contiguous()
                 else:  # activation-only layer: keep its float weight with the model
                     weights[f"{key}.weight"] = q.weight.detach().float().contiguous()
+                if q.lowrank_down is not None:
+                    weights[f"{key}.lowrank_down"] = q.lowrank_down.detach().float().contiguous()
+                    weights[f"{key}.lowrank_up"] = q.lowrank_up.detach().float().contiguous()
+                    if q.smooth is not None:
+                        weights[f"{key}.smooth"] = q.smooth.detach().float().contiguous()
                 if q.act_quant is not None:
                     acts[f"{key}.act_step"] = q.act_quant.step.detach().abs().float().reshape(-1).contiguous()
                 if getattr(q, "lora_saved", None) is not None:
@@ -126,9 +138,10 @@ class QuantizedModel:
             raise MobileSDError(f"{path} is not a quantized model (no quant_config.json)",
                                 "pass a folder written by `mobilesd quantize --out Q`")
         cfg = json.loads(cfg_file.read_text())
-        if cfg.get("format") != FORMAT or cfg.get("format_version") != FORMAT_VERSION:
+        if cfg.get("format") != FORMAT or cfg.get("format_version") not in READABLE_VERSIONS:
             raise MobileSDError(f"{path}: format {cfg.get('format')!r} v{cfg.get('format_version')} is not "
-                                f"{FORMAT} v{FORMAT_VERSION}", "re-run `mobilesd quantize` with this mobilesd version")
+                                f"{FORMAT} v{'/'.join(map(str, READABLE_VERSIONS))}",
+                                "re-run `mobilesd quantize` with this mobilesd version")
         if pipe is None:
             from mobilesd.loading import load_pipeline
 
@@ -163,6 +176,9 @@ class QuantizedModel:
                 elif f"{key}.weight" in weights:
                     q.weight.data = weights[f"{key}.weight"]
                     q.integers = None
+                if f"{key}.lowrank_down" in weights:
+                    q.set_lowrank(weights[f"{key}.lowrank_down"], weights[f"{key}.lowrank_up"],
+                                  weights.get(f"{key}.smooth"))
                 q.merged = True
             attach_act_quantizers(qlayers, plan, context, {n: acts[f"{comp}.{n}.act_step"] for n in plan
                                                           if f"{comp}.{n}.act_step" in acts})
@@ -187,6 +203,15 @@ class QuantizedModel:
                 "int": q.integers.numpy(), "scale": wq.scale.float().numpy(),
                 "zero_point": None if wq.symmetric else wq.zero_point.to(torch.int8).numpy(),
                 "bits": wq.bits, "group_size": wq.group_size, "symmetric": wq.symmetric}
+        return out
+
+    def lowrank_branches(self, component: str = "unet") -> dict[str, dict]:
+        """SVDQuant layers: {layer name: {"rank", "down", "up", "smooth" (or None)}} (numpy)."""
+        out = {}
+        for name, q in self.layers.get(component, {}).items():
+            if q.lowrank_down is not None:
+                out[name] = {"rank": int(q.lowrank_down.shape[0]), "down": q.lowrank_down.numpy(),
+                             "up": q.lowrank_up.numpy(), "smooth": None if q.smooth is None else q.smooth.numpy()}
         return out
 
     def activation_tables(self, component: str = "unet") -> dict[str, dict]:

@@ -58,3 +58,11 @@ def resolve(module: nn.Module, weight_bits: int, act_bits: int | None, rules: li
             continue
         out[name] = {"weights": w, "acts": a}
     return out
+
+
+def fixed_width(name: str, rules: list[dict] | None = None) -> bool:
+    """Whether the first rule matching ``name`` fixes its weight width (e.g. conv_in / conv_out at 8 bits) rather
+    than taking the requested one ("default")."""
+    rules = rules if rules is not None else DEFAULT_RULES
+    rule = next((r for r in rules if fnmatch.fnmatchcase(name, r["pattern"])), None)
+    return rule is not None and rule["weights"] not in ("default", None)

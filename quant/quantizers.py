@@ -103,8 +103,34 @@ class WeightQuantizer(nn.Module):
     def qrange(self) -> tuple[int, int]:
         return int_range(self.bits, self.symmetric)
 
+    @property
+    def learnable(self) -> bool:
+        return isinstance(self.scale, nn.Parameter)
+
+    def make_scales_learnable(self) -> nn.Parameter:
+        """L4Q (Jeon et al. 2024): the step sizes become parameters trained by LSQ jointly with the LoRA; the
+        quantizer's own forward then gives the LSQ gradient (d/ds of s * clamp(round_ste(w / s)) is
+        round(w / s) - w / s inside the range, qmin or qmax outside), scaled by 1 / sqrt(n * Qp) with n the
+        weights sharing one scale. Zero points (asymmetric weights) stay fixed."""
+        if not self.learnable:
+            scale = self.scale.detach().clone()
+            del self._buffers["scale"]
+            self.scale = nn.Parameter(scale)
+        return self.scale
+
+    def freeze_scales(self) -> None:
+        """Back to a buffer (after training), so saving / exporting sees a plain tensor."""
+        if self.learnable:
+            scale = self.scale.detach().abs().clamp_min(1e-12)  # what the forward used
+            del self._parameters["scale"]
+            self.register_buffer("scale", scale)
+
     def _full(self, w):
-        return _expand_groups(self.scale, w), _expand_groups(self.zero_point, w)
+        scale = self.scale
+        if self.learnable:
+            per_scale = w.numel() // scale.numel()
+            scale = grad_scale(scale.abs().clamp_min(1e-12), 1.0 / math.sqrt(per_scale * self.qrange[1]))
+        return _expand_groups(scale, w), _expand_groups(self.zero_point, w)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         s, z = self._full(w)
@@ -115,6 +141,7 @@ class WeightQuantizer(nn.Module):
     @torch.no_grad()
     def integers(self, w: torch.Tensor) -> torch.Tensor:
         s, z = self._full(w)
+        s = s.detach()
         qmin, qmax = self.qrange
         return (torch.round(w / s) + z).clamp(qmin, qmax).to(torch.int8)
 

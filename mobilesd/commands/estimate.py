@@ -18,13 +18,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--model", default=None, help="architecture to cost analytically instead (sd15, sd21; default sd15)")
     p.add_argument("--device", action="append", default=None,
                    help="device key or alias from devices.json (repeatable; default galaxy-s23-gpu)")
-    p.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
-    p.add_argument("--cfg", choices=["batch", "sequential", "none"], default="batch",
-                   help="classifier-free guidance: batch (UNet on batch 2), sequential (2 calls), none")
+    p.add_argument("--steps", type=int, default=None,
+                   help="denoising steps (default: 20; with --bundle, 4 if the manifest's default scheduler is lcm)")
+    p.add_argument("--cfg", choices=["batch", "sequential", "none"], default=None,
+                   help="classifier-free guidance: batch (UNet on batch 2), sequential (2 calls), none "
+                        "(default: batch; with --bundle, the manifest's cfg.mode)")
+    p.add_argument("--decoder", choices=["full", "tiny"], default=None,
+                   help="VAE decoder: full (AutoencoderKL) or tiny (TAESD AutoencoderTiny, costed analytically) "
+                        "(default: full; with --bundle, the manifest's decoder graph)")
     p.add_argument("--guidance", type=float, default=7.5)
     p.add_argument("--resolution", type=int, default=512, help="image side for --model (default 512)")
-    p.add_argument("--weight-bits", type=int, default=16, choices=[4, 6, 8, 16],
-                   help="weight storage precision for --model (default 16)")
+    p.add_argument("--weight-bits", type=int, default=None, choices=[4, 6, 8, 16],
+                   help="weight storage precision (default: 16 for --model; with --bundle, as stored in its "
+                        "graphs, the manifest's precision; given with --bundle, float weights are read at this size)")
     p.add_argument("--efficiency", type=float, default=None,
                    help="override the calibrated efficiency (0 < E <= 1)")
     p.add_argument("--fusion", choices=["none", "elementwise", "attention"], default="attention",
@@ -54,6 +60,32 @@ def _bundle_image_size(bundle: Path, plan, default: int) -> tuple[int, int]:
             shp = p.graph.ops[-1].out_shape  # NHWC image (channels 3) or NCHW
             return (shp[2], shp[1]) if shp[-1] in (3, 4) else (shp[3], shp[2])
     return default, default
+
+
+
+
+def resolve_settings(args: argparse.Namespace) -> dict[str, tuple]:
+    """steps, cfg, decoder, precision (and scheduler, with --bundle) for the estimate, each as (value, where it
+    came from): a flag when given, else the bundle's manifest, else the default."""
+    from mobilesd.latency import roofline
+
+    from_manifest = roofline.bundle_settings(roofline.read_manifest(args.bundle)) if args.bundle is not None else {}
+    defaults = {"steps": (roofline.DEFAULT_STEPS_OTHER, "default"), "cfg": ("batch", "default"),
+                "decoder": ("full", "default"), "precision": ("fp16", "default")}
+    flags = {"steps": args.steps, "cfg": args.cfg, "decoder": args.decoder,
+             "precision": None if args.weight_bits is None else ("fp16" if args.weight_bits == 16
+                                                                  else f"int{args.weight_bits}")}
+    out: dict[str, tuple] = {}
+    for key in ("steps", "cfg", "decoder", "precision"):
+        if flags[key] is not None:
+            flag = "--weight-bits" if key == "precision" else f"--{key}"
+            m = from_manifest.get(key)
+            out[key] = (flags[key], f"flag {flag}" + (f", overrides {m[0]} ({m[1]})" if m and m[0] != flags[key] else ""))
+        else:
+            out[key] = from_manifest.get(key, defaults[key])
+    if "scheduler" in from_manifest:
+        out["scheduler"] = from_manifest["scheduler"]
+    return out
 
 
 def print_devices(console) -> None:
@@ -114,48 +146,75 @@ def run(args: argparse.Namespace) -> int:
     if args.list_devices:
         print_devices(console)
         return 0
-    if args.steps < 1:
-        raise MobileSDError(f"--steps {args.steps} is not a positive number of steps", "use e.g. --steps 20")
+    resolved = resolve_settings(args)
+    steps, cfg, decoder = resolved["steps"][0], resolved["cfg"][0], resolved["decoder"][0]
+    if steps < 1:
+        raise MobileSDError(f"--steps {steps} is not a positive number of steps", "use e.g. --steps 20")
     if args.efficiency is not None and not 0 < args.efficiency <= 1:
         raise MobileSDError(f"--efficiency {args.efficiency} is out of range", "use 0 < E <= 1, e.g. 0.5")
     devices = [roofline.find_device(d) for d in (args.device or ["galaxy-s23-gpu"])]
+    precision = resolved["precision"][0]
+    scheduler = resolved.get("scheduler", (None, ""))[0]
 
     with console.status("costing the graphs (per-op FLOPs and bytes)..."):
+        extra = []
         if args.bundle is not None:
-            plan, bundle_info = roofline.bundle_plan(args.bundle, args.cfg)
-            source = "tflite:" + ",".join(sorted({p.graph.source.split(":", 1)[1] for p in plan}))
+            wb = args.weight_bits / 8 if args.weight_bits is not None else 2
+            plan, bundle_info = roofline.bundle_plan(args.bundle, cfg, weight_bytes=wb)
             width, height = _bundle_image_size(args.bundle, plan, args.resolution)
-            extra = []
+            manifest = roofline.read_manifest(args.bundle)
+            bundle_decoder = roofline.bundle_settings(manifest).get("decoder", ("full", ""))[0]
+            if decoder != bundle_decoder:
+                plan = roofline.replace_decoder(plan, manifest, decoder, width, height)
+                extra.append(f"decoder: the bundle's graph is the {bundle_decoder} decoder; --decoder {decoder} "
+                             "costs the SD-family TAESD decoder analytically in its place")
+            source = "tflite:" + ",".join(sorted({p.graph.source.split(":", 1)[1] for p in plan}))
+            unet_batch = max((p.graph.batch or 1) for p in plan if p.per_step)
+            if cfg == "none" and unet_batch >= 2:
+                extra.append("the bundle's UNet graph has batch 2: --cfg none costs one call of that graph as "
+                             "exported (re-export with --cfg none for batch-1 graphs)")
+            if args.weight_bits is not None:
+                extra.append(f"float weights read at {args.weight_bits} bits (--weight-bits), not as stored")
         else:
             arch = args.model or "sd15"
             width = height = args.resolution
-            plan = roofline.analytic_plan(arch, width, height, args.cfg, weight_bytes=args.weight_bits / 8)
+            bits = args.weight_bits or 16
+            plan = roofline.analytic_plan(arch, width, height, cfg, weight_bytes=bits / 8, decoder=decoder)
             bundle_info = {"id": f"analytic:{arch}", "manifest_sha256": None, "model": arch}
             source = f"analytic:{arch}"
             extra = [f"op costs computed analytically from the {arch} architecture (diffusers/transformers modules "
-                     f"on the meta device, random weights irrelevant), weights stored at {args.weight_bits} bits"]
+                     f"on the meta device, random weights irrelevant), weights stored at {bits} bits"]
+            if decoder == "tiny":
+                extra.append("tiny decoder: diffusers' default AutoencoderTiny config (SD 1.x/2.x TAESD: decoder "
+                             "blocks 64 channels x (3, 3, 3, 1), 8x upsampling), random weights")
+        extra.append("settings: " + "; ".join(f"{k} {v[0]} ({v[1]})" for k, v in resolved.items()))
         if args.efficiency is None:
             cal = roofline.calibrate(args.fusion)
+
+    console.print("settings (where each came from):", highlight=False)
+    for k, (v, where) in resolved.items():
+        console.print(f"  {k}: {v}  [{where}]", highlight=False, markup=False)
 
     if args.calibration:
         print_calibration(console, args.fusion)
 
     for key, dev in devices:
-        report = roofline.estimate_report(plan, key, args.steps, args.cfg, width, height, bundle_info, source,
-                                          args.efficiency, args.guidance, extra, args.fusion)
+        report = roofline.estimate_report(plan, key, steps, cfg, width, height, bundle_info, source,
+                                          args.efficiency, args.guidance, extra, args.fusion, precision=precision,
+                                          decoder=decoder, scheduler=scheduler)
         st = report["stages"]
         costs = report["estimate"]["stage_costs"]
         t = Table(title=f"estimate: {dev['name']} ({dev['accelerator_name']}), {width}x{height}, "
-                        f"{args.steps} steps, CFG {args.cfg}")
+                        f"{steps} steps, CFG {cfg}, {decoder} decoder, {precision}")
         for col in ("stage", "GFLOP / run", "GB moved / run", "memory-bound", "seconds", "x per run"):
             t.add_column(col, justify="right" if col != "stage" else "left")
         for p in plan:
             c = costs[p.stage]
             t.add_row(p.stage, f"{c['flops'] / 1e9:,.1f}", f"{c['bytes'] / 1e9:.2f}",
                       f"{c['memory_bound_fraction']:.0%}", f"{st[p.stage]['median_s']:.4g}",
-                      str(args.steps) if p.per_step else "1")
+                      str(steps) if p.per_step else "1")
         if any(p.stage.startswith("unet_chunk_") for p in plan):
-            t.add_row("unet_step", "", "", "", f"{st['unet_step']['median_s']:.4g}", str(args.steps))
+            t.add_row("unet_step", "", "", "", f"{st['unet_step']['median_s']:.4g}", str(steps))
         e2e = st["end_to_end"]["median_s"]
         t.add_row("[bold]end_to_end[/]", "", "", "", f"[bold]{e2e:.4g}[/]", "1")
         console.print(t)

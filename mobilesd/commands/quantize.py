@@ -1,4 +1,4 @@
-"""mobilesd quantize --model M --method ptq|tdq|efficientdm --weights 8|4 --acts 8|16 --out Q"""
+"""mobilesd quantize --model M --method ptq|tdq|efficientdm|svdquant --weights 8|4 --acts 8|16|4 --out Q"""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ def add_arguments(p):
     from mobilesd.quant.model import COMPONENTS
 
     p.add_argument("--model", default=None, help="diffusers folder or single file (default: assets/tiny-digits-sd)")
+    p.add_argument("--lora", action="append", default=[], metavar="FILE[:SCALE]",
+                   help="fuse a LoRA into the model before quantizing (repeatable; as export --lora); recorded in the "
+                        "quantized model, whose export fuses it again into the layers it keeps in float")
+    p.add_argument("--allow-pickle", action="store_true", help="allow pickle LoRA files (only for files you trust)")
     p.add_argument("--method", choices=METHODS, default="ptq")
     p.add_argument("--weights", type=int, choices=(8, 4), default=8, help="weight bits")
     p.add_argument("--acts", type=int, choices=(16, 8, 6, 4), default=8, help="activation bits (16: float)")
@@ -32,6 +36,20 @@ def add_arguments(p):
     p.add_argument("--lora-lr", type=float, default=0.002, help="LoRA rate relative to each layer's weight step size")
     p.add_argument("--act-lr", type=float, default=0.01, help="step-size rate relative to its initial value")
     p.add_argument("--tdq-lr", type=float, default=1e-3)
+    g = p.add_argument_group("EfficientDM options (also for svdquant --distill)")
+    g.add_argument("--learn-weight-scales", action="store_true",
+                   help="L4Q: train the weight step sizes with LSQ gradients jointly with the LoRA")
+    g.add_argument("--weight-scale-lr", type=float, default=0.005,
+                   help="L4Q step-size rate relative to each scale (default %(default)s)")
+    g.add_argument("--lora-blocks", type=int, default=1, metavar="K",
+                   help="GraLoRA: K x K granular LoRA blocks of rank lora-rank/K each (same parameters; default 1: LoRA)")
+    g = p.add_argument_group("SVDQuant options (--method svdquant)")
+    g.add_argument("--rank", type=int, default=32,
+                   help="rank of the 16-bit low-rank branch (capped per layer at a quarter of its smaller side)")
+    g.add_argument("--smooth-alpha", type=float, default=0.5,
+                   help="smoothing migration strength (activation outliers -> weights; only with quantized acts)")
+    g.add_argument("--distill", action="store_true",
+                   help="add EfficientDM distillation on the residual (QALoRA + per-step intervals)")
     p.add_argument("--device", default="cpu", help="cpu | cuda (multi-GPU: launch with `accelerate launch`)")
     p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
     p.add_argument("--seed", type=int, default=0)
@@ -72,20 +90,30 @@ def run(args) -> int:
         if not torch.cuda.is_available():
             raise MobileSDError("--device cuda but no CUDA device is visible to torch",
                                 "run on a GPU machine with a CUDA build of torch, or use --device cpu")
-    qm = quantize(args.model, args.out, method=args.method, weight_bits=args.weights, act_bits=args.acts,
+    from mobilesd.lora import parse_lora_arg
+
+    loras = [parse_lora_arg(x) for x in args.lora]
+    qm = quantize(args.model, args.out, loras=loras, allow_pickle=args.allow_pickle, method=args.method, weight_bits=args.weights, act_bits=args.acts,
                   act_intervals=args.act_intervals, symmetric=not args.asymmetric, group_size=args.group_size,
                   components=[c.strip() for c in args.components.split(",") if c.strip()], rules=rules,
                   prompts=prompts, calib_prompts=args.calib_prompts, steps=args.steps, guidance=args.guidance,
                   scheduler=args.scheduler, iterations=args.iterations, batch_size=args.batch_size,
                   lora_rank=args.lora_rank, lora_lr=args.lora_lr, act_lr=args.act_lr, tdq_lr=args.tdq_lr,
+                  learn_weight_scales=args.learn_weight_scales, weight_scale_lr=args.weight_scale_lr,
+                  lora_blocks=args.lora_blocks, svd_rank=args.rank, smooth_alpha=args.smooth_alpha,
+                  distill=args.distill,
                   device=args.device, mixed_precision=args.mixed_precision, seed=args.seed, resume=args.resume, stop_after=args.stop_after,
                   overwrite=args.overwrite, progress=not args.quiet)
     if qm is None:
         return 0
     c = qm.config
     n = sum(len(v) for v in c["plan"].values())
+    extras = [x for x in ("distilled" if c.get("distill") else "", "L4Q scales" if c.get("learn_weight_scales") else "",
+                          f"GraLoRA {c['lora_blocks']}x{c['lora_blocks']}" if (c.get("lora_blocks") or 1) > 1 else "",
+                          f"rank-{c['svdquant']['rank']} branch" if c.get("svdquant") else "") if x]
     print(f"quantized model written to {args.out}: {c['method']} W{c['weight_bits']}A{c['act_bits']} "
-          f"({c['act_intervals']} intervals), {n} layers, {c['seconds']['total']:.0f}s")
+          f"({c['act_intervals']} intervals{', ' + ', '.join(extras) if extras else ''}), {n} layers, "
+          f"{c['seconds']['total']:.0f}s")
     if c["training"]:
         print(f"distillation loss: {c['training']['first_loss']:.3e} -> {c['training']['final_loss']:.3e}")
     return 0

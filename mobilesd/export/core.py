@@ -31,9 +31,10 @@ logger = logging.getLogger("mobilesd.export")
 
 def export(model=None, out: str | Path = "bundle", options: ExportOptions | None = None, *,
            pipe=None, allow_pickle: bool = False, prediction_type: str | None = None,
-           config: str | Path | None = None) -> Bundle:
+           config: str | Path | None = None, image_size: int | None = None) -> Bundle:
     """Export ``model`` (a diffusers folder, single-file checkpoint or hub id; default: the bundled digits
-    model) or an in-memory diffusers ``pipe`` into the bundle folder ``out``."""
+    model) or an in-memory diffusers ``pipe`` into the bundle folder ``out``. ``prediction_type``,
+    ``config`` and ``image_size`` describe a single-file checkpoint (mobilesd.loading.load_pipeline)."""
     from mobilesd.loading import default_model_path
 
     plan = make_plan(options or ExportOptions())
@@ -52,6 +53,12 @@ def export(model=None, out: str | Path = "bundle", options: ExportOptions | None
         raise MobileSDError("an in-memory pipeline cannot be exported through worker processes",
                             "pass the model's folder instead, or isolate=False")
     load = dict(allow_pickle=allow_pickle, prediction_type=prediction_type, config=str(config) if config else None)
+    if image_size is not None:
+        load["image_size"] = image_size
+    if pipe is not None:   # a loaded model skips load_pipeline's checks: run them here, before any conversion
+        from mobilesd.components import check_supported
+
+        check_supported(pipe)
     try:
         manifest = _export_into(out, plan, source, load, isolate, pipe)
     except OSError as exc:

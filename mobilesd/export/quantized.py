@@ -37,6 +37,12 @@ def read_quant_config(opts) -> dict | None:
         cfg = json.loads(cfg_file.read_text())
     except json.JSONDecodeError as exc:
         raise MobileSDError(f"{cfg_file} is not valid JSON ({exc})", "quantize the model again") from exc
+    if cfg.get("svdquant") and opts.target == "ios" and opts.attention in (None, "split-einsum"):
+        # the split-einsum pass (mobilesd/passes/split_einsum.py) rewrites attention's Linear layers as 1x1 convs
+        # from their .weight; an SVDQuant layer is main + low-rank branch, which that pass does not know
+        raise MobileSDError(f"--quantized {path} is an SVDQuant model: its low-rank branches are not supported by "
+                            "the split-einsum attention layout (the ios default)",
+                            "pass --attention original (the GPU layout) with --target ios")
     if (opts.simulate_activations or opts.activation_quantization) and not (cfg.get("act_bits") and cfg["act_bits"] < 16):
         raise MobileSDError(f"--simulate-activations: {path} does not quantize activations (W{cfg['weight_bits']}"
                             f"A{cfg['act_bits']})", "drop --simulate-activations, or quantize with --acts 8")
@@ -51,6 +57,8 @@ class QuantizedExport:
     float_layers: set = field(default_factory=set)    # modules the policy keeps in floating point
     activations: dict = field(default_factory=dict)   # module -> per-step activation scales (ios W8A8)
     step_context: object | None = None                # StepContext when activations are simulated in the graphs
+    lowrank: dict = field(default_factory=dict)       # SVDQuant: export module -> {"rank", "smooth": folded|multiply|none}
+    smoothing: dict | None = None                     # SVDQuant: {"folded": {norm: [layers]}, "multiply": [layers]}
 
     def attach(self, comp) -> None:
         """The converters' contract: ``component.quantized_weights`` {parameter name: integers, scale, ...},
@@ -60,11 +68,14 @@ class QuantizedExport:
         if self.activations:
             comp.activation_scales = {name: self.activations[m] for name, m in comp.module.named_modules()
                                       if m in self.activations}
+        comp.lowrank_layers = {}
         for name, m in comp.module.named_modules():
             if m in self.weights:
                 comp.quantized_weights[f"{name}.weight"] = self.weights[m]
             elif m in self.float_layers:
                 comp.float_layers.append(name)
+            if m in self.lowrank:
+                comp.lowrank_layers[name] = self.lowrank[m]
 
 
 def apply_quantized(pipe, opts) -> QuantizedExport:
@@ -75,8 +86,8 @@ def apply_quantized(pipe, opts) -> QuantizedExport:
     from torch import nn
 
     from mobilesd.quant import QuantizedModel
-    from mobilesd.quant.layers import plain_layer
     from mobilesd.quant.model import component_module
+    from mobilesd.quant.svdquant import SVDQuantExport, export_module, fold_smoothing
 
     qm = QuantizedModel.from_pretrained(opts.quantized, pipe=pipe)
     state = QuantizedExport(step_context=qm.context if opts.simulate_activations else None)
@@ -87,16 +98,30 @@ def apply_quantized(pipe, opts) -> QuantizedExport:
             continue
         entries = qm.quantized_weights(comp)
         tables = qm.activation_tables(comp) if opts.activation_quantization else {}
+        branches = {}
         for name, q in layers.items():
-            target = q if (opts.simulate_activations and comp == "unet") else plain_layer(q)
+            simulate = opts.simulate_activations and comp == "unet"
+            target = export_module(q, q.act_quant if simulate else None)
             if target is not q:
                 module.set_submodule(name, target)
-            quantized.add(target)
+            # an SVDQuant layer's integers are its main branch's; its low-rank pair stays float (fp16 graphs)
+            main = target.main if isinstance(target, SVDQuantExport) else target
+            quantized.add(main)
             if f"{name}.weight" in entries:
-                state.weights[target] = entries[f"{name}.weight"]
+                state.weights[main] = entries[f"{name}.weight"]
             if name in tables:
-                state.activations[target] = tables[name]
-    # layers the policy keeps in full precision (skip / downsampling convs): no integer weights in the graph
+                state.activations[main] = tables[name]
+            if isinstance(target, SVDQuantExport):
+                branches[name] = target
+        if branches:
+            # the smoothing multiply goes into the norm in front where that is exact, else stays a MUL
+            state.smoothing = fold_smoothing(module, branches)
+            folded = {n for readers in state.smoothing["folded"].values() for n in readers}
+            for name, target in branches.items():
+                how = "folded" if name in folded else ("multiply" if target.smooth is not None else "none")
+                state.lowrank[target] = {"rank": int(target.lowrank_down.weight.shape[0]), "smooth": how,
+                                         "branch_parameters": target.branch_parameters()}
+    # layers kept in full precision: the policy's (skip / downsampling convs) and SVDQuant's low-rank branches
     state.float_layers = {m for m in pipe.unet.modules()
                           if isinstance(m, (nn.Conv2d, nn.Linear)) and m not in quantized}
     return state
@@ -135,4 +160,17 @@ def write_quantization(root: Path, opts, cfg: dict) -> dict:
     if opts.simulate_activations:
         section["step_index"] = {"input": "step_index", "dtype": "float32", "shape": [1],
                                  "rule": "index of the table timestep nearest the scheduler timestep"}
+    for key in ("distill", "learn_weight_scales"):
+        section[key] = bool(cfg.get(key))
+    section["lora_blocks"] = cfg.get("lora_blocks")
+    svd = cfg.get("svdquant")
+    if svd:
+        layers = svd["layers"]
+        section["svdquant"] = {
+            "rank": svd["rank"], "smooth_alpha": svd.get("smooth_alpha"), "layers": len(layers),
+            "smoothed_layers": sum(1 for v in layers.values() if v["smoothed"]),
+            "branch_parameters": svd["branch_parameters"],
+            "rule": "y = main(Q_a(x * smooth)) + lowrank_up(lowrank_down(x * smooth)); main holds the residual's "
+                    "integers, the low-rank pair is float (fp16 weights); activation tables are of x * smooth",
+        }
     return section

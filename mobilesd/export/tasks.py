@@ -256,6 +256,10 @@ def task_convert(job: Job, index: int, chunks: list, loaded: Loaded | None = Non
     del sess
     res = verify.compare_outputs(got, ref, where=f"{graph.name} ({graph.file})")
     key = job.plan.threshold_key(precision)
+    if job.opts.simulate_activations and role == "unet" and key in ("fp32", "fp16"):
+        # fake-quantized activations: an input a rounding step away from a boundary lands on the other side
+        # on another runtime, so a correct graph differs from PyTorch by the quantization's own step
+        key = "int8"
     threshold = verify.graph_bound(key, simulated)
     info["verification"] = dict(res, runtime=graph.format, threshold=threshold, passed=res["rel_l2"] <= threshold,
                                 simulated_quantization_rel_l2=simulated,

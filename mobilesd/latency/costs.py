@@ -316,7 +316,8 @@ def _trace_costs(module, inputs: tuple, act_bytes: float, weight_bytes: float) -
 @lru_cache(maxsize=32)
 def analytic_graph_cost(arch: str, component: str, height: int = 512, width: int = 512, batch: int = 1,
                         act_bytes: float = 2, weight_bytes: float = 2) -> GraphCost:
-    """Op costs of ``component`` ("text_encoder", "unet", "vae_decoder") of architecture ``arch``
+    """Op costs of ``component`` ("text_encoder", "unet", "vae_decoder", "tiny_vae_decoder": the TAESD
+    decoder in its place) of architecture ``arch``
     (a key of mobilesd.architectures.ARCHITECTURES) at the given image size, built on the meta device."""
     import torch
 
@@ -358,8 +359,23 @@ def analytic_graph_cost(arch: str, component: str, height: int = 512, width: int
 
             module = _Decode()
             inputs = (torch.zeros(batch, spec["vae"]["latent_channels"], height // factor, width // factor),)
+        elif component == "tiny_vae_decoder":
+            # The TAESD decoder as export --vae-decoder tiny=PATH converts it (TinyVAEDecoder: same I/O as the
+            # full decoder). diffusers' default AutoencoderTiny config is SD 1.x/2.x's TAESD; only the latent
+            # channels follow the architecture. Weights are random (meta): only shapes matter here.
+            from diffusers import AutoencoderTiny
+
+            from mobilesd.components import TinyVAEDecoder, tiny_vae_scale_factor
+
+            tiny = AutoencoderTiny(latent_channels=spec["vae"]["latent_channels"]).eval()
+            if tiny_vae_scale_factor(tiny) != factor:
+                raise MobileSDError(f"the default AutoencoderTiny upsamples {tiny_vae_scale_factor(tiny)}x, "
+                                    f"{arch}'s VAE {factor}x", "cost the tiny decoder of an exported bundle instead")
+            module = TinyVAEDecoder(tiny).eval()
+            inputs = (torch.zeros(batch, spec["vae"]["latent_channels"], height // factor, width // factor),)
         else:
-            raise MobileSDError(f"unknown component '{component}'", "use text_encoder, unet or vae_decoder")
+            raise MobileSDError(f"unknown component '{component}'",
+                                "use text_encoder, unet, vae_decoder or tiny_vae_decoder")
     ops = _trace_costs(module, inputs, act_bytes, weight_bytes)
     return GraphCost(component, f"analytic:{arch}/{component}@{width}x{height}", ops, batch)
 

@@ -58,15 +58,28 @@ class StagePlan:
     per_step: bool = False  # occurs once per denoising step
 
 
+DECODERS = ("full", "tiny")
+# Steps `mobilesd estimate --bundle` assumes when --steps is not given, by the manifest's scheduler.default
+# (the manifest records no step count): LCM-distilled models sample in 4 steps, the others in 20.
+DEFAULT_STEPS = {"lcm": 4}
+DEFAULT_STEPS_OTHER = 20
+
+
 def analytic_plan(arch: str = "sd15", width: int = 512, height: int = 512, cfg: str = "batch",
-                  weight_bytes: float = 2, act_bytes: float = 2) -> list[StagePlan]:
-    """Plan for a full-size architecture computed on the meta device (no exported graph needed)."""
+                  weight_bytes: float = 2, act_bytes: float = 2, decoder: str = "full") -> list[StagePlan]:
+    """Plan for a full-size architecture computed on the meta device (no exported graph needed).
+
+    ``decoder``: ``full`` (the architecture's AutoencoderKL decoder) or ``tiny`` (a TAESD AutoencoderTiny
+    decoder in its place, as ``export --vae-decoder tiny=PATH`` builds)."""
     if cfg not in ("batch", "sequential", "none"):
         raise MobileSDError(f"unknown CFG mode '{cfg}'", "use batch, sequential or none")
+    if decoder not in DECODERS:
+        raise MobileSDError(f"unknown decoder '{decoder}'", "use full or tiny")
     batch, calls = (2, 1) if cfg == "batch" else (1, 2 if cfg == "sequential" else 1)
     text = analytic_graph_cost(arch, "text_encoder", height, width, batch, act_bytes, weight_bytes)
     unet = analytic_graph_cost(arch, "unet", height, width, batch, act_bytes, weight_bytes)
-    vae = analytic_graph_cost(arch, "vae_decoder", height, width, 1, act_bytes, weight_bytes)
+    vae = analytic_graph_cost(arch, "vae_decoder" if decoder == "full" else "tiny_vae_decoder", height, width, 1,
+                              act_bytes, weight_bytes)
     return [StagePlan("text_encoder", text, calls), StagePlan("unet_step", unet, calls, per_step=True),
             StagePlan("vae_decoder", vae, 1)]
 
@@ -91,9 +104,7 @@ def _manifest_graph_files(bundle: Path, manifest: dict) -> list[tuple[str, Path]
     return found
 
 
-def bundle_plan(bundle: str | Path, cfg: str = "batch", act_bytes: float = 2,
-                weight_bytes: float = 2) -> tuple[list[StagePlan], dict]:
-    """Plan from a bundle's exported .tflite graphs. Returns (plan, bundle info for the report)."""
+def read_manifest(bundle: str | Path) -> dict:
     bundle = Path(bundle)
     manifest_path = bundle / "manifest.json"
     if not manifest_path.is_file():
@@ -102,6 +113,46 @@ def bundle_plan(bundle: str | Path, cfg: str = "batch", act_bytes: float = 2,
         manifest = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as exc:
         raise MobileSDError(f"{manifest_path} is not valid JSON: {exc}", "re-export the bundle") from exc
+    if not isinstance(manifest, dict):
+        raise MobileSDError(f"{manifest_path} is not a JSON object", "re-export the bundle")
+    return manifest
+
+
+def bundle_settings(manifest: dict) -> dict:
+    """What a bundle's manifest says about how it runs, for the estimate: ``steps`` (from
+    ``scheduler.default``: the manifest records no step count), ``cfg`` (``cfg.mode``), ``decoder`` (the
+    ``vae_decoder`` graph's ``meta.decoder``), ``precision``, ``scheduler``. Each value is paired with where it
+    came from: {"steps": (4, "manifest scheduler.default lcm"), ...}; a key the manifest lacks is absent."""
+    out: dict[str, tuple] = {}
+    sched = (manifest.get("scheduler") or {}).get("default") if isinstance(manifest.get("scheduler"), dict) else None
+    if isinstance(sched, str):
+        out["scheduler"] = (sched, "manifest scheduler.default")
+        out["steps"] = (DEFAULT_STEPS.get(sched, DEFAULT_STEPS_OTHER),
+                        f"default for the manifest's scheduler.default '{sched}'")
+    mode = (manifest.get("cfg") or {}).get("mode") if isinstance(manifest.get("cfg"), dict) else None
+    if mode in ("batch", "sequential", "none"):
+        out["cfg"] = (mode, "manifest cfg.mode")
+    for g in manifest.get("graphs") or []:
+        if isinstance(g, dict) and (g.get("role") == "vae_decoder" or g.get("name") == "vae_decoder"):
+            dec = (g.get("meta") or {}).get("decoder")
+            if dec in DECODERS:
+                out["decoder"] = (dec, "manifest graphs[vae_decoder].meta.decoder")
+            elif isinstance((manifest.get("source") or {}).get("vae_decoder"), dict):
+                out["decoder"] = (manifest["source"]["vae_decoder"].get("kind", "tiny"), "manifest source.vae_decoder")
+            else:  # bundles written before meta.decoder existed hold the model's own decoder
+                out["decoder"] = ("full", "manifest (no meta.decoder: the model's own decoder)")
+            break
+    if isinstance(manifest.get("precision"), str):
+        out["precision"] = (manifest["precision"], "manifest precision")
+    return out
+
+
+def bundle_plan(bundle: str | Path, cfg: str = "batch", act_bytes: float = 2,
+                weight_bytes: float = 2) -> tuple[list[StagePlan], dict]:
+    """Plan from a bundle's exported .tflite graphs. Returns (plan, bundle info for the report)."""
+    bundle = Path(bundle)
+    manifest_path = bundle / "manifest.json"
+    manifest = read_manifest(bundle)
     entries = _manifest_graph_files(bundle, manifest)
     if not entries:  # a manifest without graph entries: fall back to the files themselves
         entries = [(p.stem, p) for p in sorted(bundle.rglob("*.tflite"))]
@@ -138,6 +189,23 @@ def bundle_plan(bundle: str | Path, cfg: str = "batch", act_bytes: float = 2,
     if manifest.get("model") or manifest.get("architecture"):
         info["model"] = str(manifest.get("model") or manifest.get("architecture"))
     return plan, info
+
+
+def replace_decoder(plan: list[StagePlan], manifest: dict, decoder: str, width: int, height: int) -> list[StagePlan]:
+    """``plan`` with its vae_decoder stage costed analytically as ``decoder`` instead of from the bundle's graph
+    (`mobilesd estimate --bundle B --decoder tiny` on a bundle exported with the full decoder: what would
+    the TAESD decoder cost here). Only the SD-family TAESD (latent 4 channels, 8x upsampling) is known
+    without a graph; the full decoder needs its graph."""
+    if decoder != "tiny":
+        raise MobileSDError("this bundle holds a tiny decoder: the full decoder's cost needs its graph",
+                            "estimate a bundle exported without --vae-decoder tiny, or use --model sd15 --decoder full")
+    latent = manifest.get("latent") or {}
+    if int(latent.get("channels", 4)) != 4 or int(latent.get("vae_scale_factor", 8)) != 8:
+        raise MobileSDError(f"no analytic tiny decoder for a latent of {latent.get('channels')} channels at "
+                            f"{latent.get('vae_scale_factor')}x (the default TAESD is 4 channels, 8x)",
+                            "export the bundle with --vae-decoder tiny=PATH and estimate that bundle")
+    g = analytic_graph_cost("sd15", "tiny_vae_decoder", height, width, 1)
+    return [StagePlan("vae_decoder", g, 1) if p.stage == "vae_decoder" else p for p in plan]
 
 
 # ------------------------------------------------------------------------------------------ roofline
@@ -266,8 +334,10 @@ def _device_os(device: dict) -> str:
 def estimate_report(plan: list[StagePlan], device_key: str, steps: int, cfg: str, width: int, height: int,
                     bundle_info: dict, source: str, efficiency: float | None = None,
                     guidance: float = 7.5, extra_assumptions: list[str] | None = None,
-                    fusion: str = DEFAULT_FUSION) -> dict:
-    """A latency report (kind 'estimate') in the schema."""
+                    fusion: str = DEFAULT_FUSION, precision: str = "fp16", decoder: str | None = None,
+                    scheduler: str | None = None, label: str | None = None) -> dict:
+    """A latency report (kind 'estimate') in the schema. ``decoder`` (full | tiny), when known, is recorded in
+    ``estimate.stage_costs.vae_decoder.decoder`` and the assumptions; ``precision`` in ``runtime.precision``."""
     from mobilesd import __version__
 
     device = load_devices()[device_key]
@@ -294,6 +364,8 @@ def estimate_report(plan: list[StagePlan], device_key: str, steps: int, cfg: str
                                 "weight_bytes": p.graph.weight_bytes, "ops": len(p.graph.ops), "calls": p.calls,
                                 "graph_batch": p.graph.batch, "source": p.graph.source,
                                 "memory_bound_fraction": round(mem_frac[p.stage], 3)}
+        if p.stage == "vae_decoder" and decoder:
+            stage_costs[p.stage]["decoder"] = decoder
     assumptions = [
         f"roofline per op: max(FLOPs / {device['peak_fp16_flops'] / 1e12:.2f} TFLOP/s, bytes / "
         f"{device['bandwidth_bytes_s'] / 1e9:.1f} GB/s) / efficiency {eff:.3f}",
@@ -312,6 +384,10 @@ def estimate_report(plan: list[StagePlan], device_key: str, steps: int, cfg: str
         f"end_to_end = text encoder + {steps} x UNet step + VAE decoder; model load, tokenizer, scheduler "
         "arithmetic and image conversion are not included",
     ]
+    if decoder:
+        assumptions.append({"full": "decoder: the model's full VAE decoder (AutoencoderKL)",
+                            "tiny": "decoder: a TAESD-style tiny decoder (diffusers AutoencoderTiny) in place of the "
+                                    "full VAE decoder"}[decoder])
     if efficiency is None and acc_class:
         loo = acc_class.get("mean_abs_loo_error")
         assumptions.append(
@@ -327,15 +403,15 @@ def estimate_report(plan: list[StagePlan], device_key: str, steps: int, cfg: str
         "schema_version": SCHEMA_VERSION,
         "kind": "estimate",
         "created": now_iso(),
-        "label": f"{device['name']} / estimate",
+        "label": label or f"{device['name']} / estimate",
         "measured_by": {"kind": "estimator", "tool": f"mobilesd {__version__} estimate ({platform.python_implementation()})"},
         "device": {"name": device["name"], "os": _device_os(device),
                    "soc": device["soc"], "accelerator": device["accelerator"],
                    "accelerator_name": device["accelerator_name"], "device_key": device_key},
-        "runtime": {"name": "roofline", "version": f"mobilesd {__version__}", "delegate": None, "precision": "fp16"},
+        "runtime": {"name": "roofline", "version": f"mobilesd {__version__}", "delegate": None, "precision": precision},
         "bundle": bundle_info,
         "settings": {"width": width, "height": height, "steps": steps, "guidance": guidance if cfg != "none" else 1.0,
-                     "cfg_mode": cfg, "batch_size": 1},
+                     "cfg_mode": cfg, "batch_size": 1, **({"scheduler": scheduler} if scheduler else {})},
         "protocol": {"warmup": 0, "repeats": 1},
         "stages": stages,
         "steps": [{"index": i, "seconds": sec["unet_step"],
