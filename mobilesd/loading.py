@@ -6,6 +6,7 @@ are refused unless the user passes ``allow_pickle=True`` (``--allow-pickle``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -97,9 +98,25 @@ def load_pipeline(model: str | Path | None = None, *, allow_pickle: bool = False
     architecture; by default it is inferred from the checkpoint's keys (SD 1.x or 2.x).
     skip: components not to load ("text_encoder", "vae"), to save memory in export workers.
     """
+    with diffusers_errors_only():
+        return _load_pipeline(model, allow_pickle, prediction_type, config, skip, image_size)
+
+
+@contextlib.contextmanager
+def diffusers_errors_only():
+    """diffusers logs only its errors inside the block (loading warns about parts SD deployment does not use,
+    e.g. the safety checker); its verbosity is restored after, so a caller's own diffusers setting stays."""
     from diffusers.utils import logging as dlogging
 
+    verbosity = dlogging.get_verbosity()
     dlogging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        dlogging.set_verbosity(verbosity)
+
+
+def _load_pipeline(model, allow_pickle, prediction_type, config, skip, image_size):
     if prediction_type is not None and prediction_type not in SUPPORTED_PREDICTIONS:
         raise MobileSDError(f"prediction type {prediction_type!r} is not supported",
                             f"use one of {sorted(SUPPORTED_PREDICTIONS)}")

@@ -316,7 +316,7 @@ def fuse_loras(pipe, loras, allow_pickle: bool = False) -> None:
 
 
 def _fuse_one(pipe, path: Path, lora: LoraFile, adapter: str, allow_pickle: bool) -> None:
-    from diffusers.utils import logging as dlogging
+    from mobilesd.loading import diffusers_errors_only
 
     sd, _, pickled = read_state_dict(path, allow_pickle)
     converted, _ = _diffusers_state_dict(pipe, sd, lora.format)
@@ -326,30 +326,29 @@ def _fuse_one(pipe, path: Path, lora: LoraFile, adapter: str, allow_pickle: bool
         return
     adapter_cfg = path.with_name("adapter_config.json")
     raw_peft = lora.format == "peft" and not any(k.startswith(("unet.", "text_encoder.")) for k in sd)
-    verbosity = dlogging.get_verbosity()
-    dlogging.set_verbosity_error()
     try:
-        if raw_peft and "unet" in present:
-            # peft's own adapter layout: diffusers loads it per model, with the adapter's LoraConfig as metadata
-            meta = json.loads(adapter_cfg.read_text()) if adapter_cfg.is_file() else None
-            pipe.unet.load_lora_adapter({k.removeprefix("unet."): v for k, v in converted.items()}, prefix=None,
-                                        adapter_name=adapter, metadata=meta, _pipeline=pipe)
-        elif raw_peft:
-            pipe.load_lora_weights(converted, adapter_name=adapter)
-        elif pickled:   # the tensors as read (diffusers converts kohya keys and alphas itself)
-            pipe.load_lora_weights(dict(sd), adapter_name=adapter)
-        else:   # diffusers reads the file itself: its kohya conversion, alphas and adapter metadata
-            pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter,
-                                   use_safetensors=True)
-        for comp in present:
-            got = _loaded_layers(getattr(pipe, comp), adapter)
-            missing = sorted(expected[comp] - got)
-            if missing:
-                raise MobileSDError(f"diffusers loaded {len(got)} of the {len(expected[comp])} {comp} layers of LoRA "
-                                    f"{path} (first not loaded: {comp}.{missing[0]}); fusing only part of it would "
-                                    "make another model", "save the LoRA in one key style (kohya, diffusers or peft)")
-        pipe.fuse_lora(components=present, lora_scale=lora.scale, adapter_names=[adapter])
-        pipe.unload_lora_weights()
+        with diffusers_errors_only():
+            if raw_peft and "unet" in present:
+                # peft's own adapter layout: diffusers loads it per model, with the adapter's LoraConfig as metadata
+                meta = json.loads(adapter_cfg.read_text()) if adapter_cfg.is_file() else None
+                pipe.unet.load_lora_adapter({k.removeprefix("unet."): v for k, v in converted.items()}, prefix=None,
+                                            adapter_name=adapter, metadata=meta, _pipeline=pipe)
+            elif raw_peft:
+                pipe.load_lora_weights(converted, adapter_name=adapter)
+            elif pickled:   # the tensors as read (diffusers converts kohya keys and alphas itself)
+                pipe.load_lora_weights(dict(sd), adapter_name=adapter)
+            else:   # diffusers reads the file itself: its kohya conversion, alphas and adapter metadata
+                pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter,
+                                       use_safetensors=True)
+            for comp in present:
+                got = _loaded_layers(getattr(pipe, comp), adapter)
+                missing = sorted(expected[comp] - got)
+                if missing:
+                    raise MobileSDError(f"diffusers loaded {len(got)} of the {len(expected[comp])} {comp} layers of LoRA "
+                                        f"{path} (first not loaded: {comp}.{missing[0]}); fusing only part of it would "
+                                        "make another model", "save the LoRA in one key style (kohya, diffusers or peft)")
+            pipe.fuse_lora(components=present, lora_scale=lora.scale, adapter_names=[adapter])
+            pipe.unload_lora_weights()
     except MobileSDError:
         raise
     except Exception as exc:
@@ -357,8 +356,6 @@ def _fuse_one(pipe, path: Path, lora: LoraFile, adapter: str, allow_pickle: bool
                             f"{str(exc).splitlines()[0][:300] if str(exc) else ''}",
                             "use a LoRA trained for this base model (SD 1.x / 2.x, kohya, diffusers or peft "
                             "format)") from exc
-    finally:
-        dlogging.set_verbosity(verbosity)
     logger.info("fused LoRA %s (%s, %d layers, scale %g) into %s", path.name, lora.format, lora.layers, lora.scale,
                 ", ".join(present))
 

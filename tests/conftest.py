@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import warnings
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the hub
-warnings.filterwarnings("ignore")
 
 
 @pytest.fixture(scope="session")

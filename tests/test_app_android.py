@@ -50,10 +50,10 @@ def default_android_bundle(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def batch1_android_bundle(tmp_path_factory):
-    """The default model with --unet-batch 1 (two UNet calls per step); GPU check left to the other bundles."""
-    from bundles import digits_bundle
+    """The default model with --unet-batch 1 (two UNet calls per step) in 3 chunks, shared with the web tests."""
+    from bundles import batch1_chunks3_bundle
 
-    return digits_bundle(tmp_path_factory, "android", unet_batch=1, skip_gpu_check=True, verify_steps=1)
+    return batch1_chunks3_bundle(tmp_path_factory)
 
 
 _host_pipelines: dict = {}
@@ -94,7 +94,6 @@ def test_cpu_image_matches_the_host_for_each_scheduler(android_core_jar, default
     assert mean_abs(got, want) <= CPU_BOUND, f"{scheduler}: mean abs {mean_abs(got, want):.5f}"
 
 
-@pytest.mark.slow   # its own export of the default model with --unet-batch 1: ~3 minutes on 2 shared cores
 def test_cpu_unet_batch_1_matches_the_host(android_core_jar, batch1_android_bundle, tmp_path):
     manifest = json.loads((batch1_android_bundle / "manifest.json").read_text())
     assert manifest["cfg"]["unet_batch"] == 1 and manifest["cfg"]["mode"] == "sequential"

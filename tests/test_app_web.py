@@ -35,17 +35,20 @@ REPO = Path(__file__).resolve().parents[1]
 PROMPT = "a handwritten digit seven"
 BUNDLES = {   # kind -> export options: the default digits model
     "default": dict(unet_batch=2),
-    # the graph checks of the export are tested on the default bundle; this one is for the page's chaining
-    "batch1_chunks3": dict(unet_batch=1, unet_chunks=3, skip_gpu_check=True),
 }
 TARGET = "web"
 WASM_BOUND = 1 / 255
 
 
 def export_bundle(kind: str, tmp_path_factory):
-    """A web bundle of the default model, exported once per test session (tests/test_litert_js.py uses it too)."""
+    """A web bundle of the default model, exported once per test session (tests/test_litert_js.py uses it too);
+    batch1_chunks3: the --unet-batch 1, 3-chunk TFLite bundle the Android tests share (an android bundle: the
+    page runs those too; the graph checks of the export are tested on the default bundle)."""
+    from bundles import batch1_chunks3_bundle
     from mobilesd.bundle import load_bundle
 
+    if kind == "batch1_chunks3":
+        return load_bundle(batch1_chunks3_bundle(tmp_path_factory))
     return load_bundle(digits_bundle(tmp_path_factory, TARGET, **BUNDLES[kind]))
 
 

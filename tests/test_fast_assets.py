@@ -91,12 +91,9 @@ def test_distillation_shows_at_one_step():
 
 @pytest.fixture(scope="module")
 def fast_bundle(tmp_path_factory):
-    from mobilesd.export import ExportOptions, export
-    from mobilesd.lora import LoraSpec
+    from bundles import fast_path_bundle
 
-    out = tmp_path_factory.mktemp("fast") / "android-fast"
-    return export(None, out, ExportOptions(target="android", loras=(LoraSpec(str(LCM)),), cfg="none",
-                                           vae_decoder=f"tiny={TAESD}", default_scheduler="lcm", progress=False))
+    return fast_path_bundle(tmp_path_factory)
 
 
 def test_fast_bundle_manifest(fast_bundle):

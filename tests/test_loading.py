@@ -81,3 +81,19 @@ def test_single_pickle_checkpoint_refused(tmp_path):
     ckpt.write_bytes(b"not even read")
     with pytest.raises(MobileSDError, match="pickle"):
         load_pipeline(ckpt)
+
+
+def test_loading_leaves_diffusers_logging_as_the_caller_set_it():
+    """Loading quiets diffusers only while it loads: an application's own verbosity is restored after
+    (it used to be set to errors-only for the whole process)."""
+    from diffusers.utils import logging as dlogging
+
+    from mobilesd.loading import default_model_path, load_pipeline
+
+    before = dlogging.get_verbosity()
+    dlogging.set_verbosity_info()
+    try:
+        load_pipeline(default_model_path())
+        assert dlogging.get_verbosity() == dlogging.INFO
+    finally:
+        dlogging.set_verbosity(before)

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 import pytest
 
-warnings.filterwarnings("ignore")
+warnings.filterwarnings("ignore", module="coremltools")   # its import-time notes on Linux
 import coremltools as ct  # noqa: E402  (a hard dependency: an import error must fail, not skip)
 
 from coremltools.converters.mil import Builder as mb

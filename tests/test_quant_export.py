@@ -14,12 +14,9 @@ from mobilesd.export import ExportOptions, export
 
 @pytest.fixture(scope="module")
 def quantized_dir(tmp_path_factory):
-    from mobilesd.quant import quantize
+    from bundles import quantized_w8a8
 
-    out = tmp_path_factory.mktemp("qexport") / "q"
-    quantize(None, out, method="ptq", weight_bits=8, act_bits=8, act_intervals="per-step", calib_prompts=4,
-             steps=4, batch_size=4, progress=False)
-    return out
+    return quantized_w8a8(tmp_path_factory)
 
 
 def _tflite_int_tensors(path):
@@ -35,16 +32,17 @@ def _tflite_int_tensors(path):
 
 
 @pytest.mark.parametrize("simulate", [False, True], ids=["weights", "simulate-activations"])
-def test_export_quantized_android(quantized_dir, tmp_path, simulate):
+def test_export_quantized_android(quantized_dir, tmp_path_factory, simulate):
     from mobilesd.quant import QuantizedModel
 
-    opts = ExportOptions(target="android", quantized=str(quantized_dir), simulate_activations=simulate,
-                         verify_steps=2, progress=False)
-    bundle = export(None, tmp_path / "b", opts)
+    from bundles import quantized_android_bundle
+    from mobilesd.bundle import load_bundle
+
+    bundle = load_bundle(quantized_android_bundle(tmp_path_factory, simulate))
     m = bundle.manifest
     q = m["quantization"]
     assert q["method"] == "ptq" and q["weight_bits"] == 8 and q["simulate_activations"] is simulate
-    tables = json.loads((tmp_path / "b" / q["activation_tables"]["file"]).read_text())
+    tables = json.loads((bundle.root / q["activation_tables"]["file"]).read_text())
     assert len(tables["timesteps"]) == 4
     assert all(len(v["step_sizes"]) == 4 for v in tables["layers"].values())
     assert q["activation_tables"]["file"] in m["files"]  # listed with its SHA-256
@@ -57,7 +55,7 @@ def test_export_quantized_android(quantized_dir, tmp_path, simulate):
     # the graph holds the quantized model's integers: e.g. the first down block's conv, in OHWI layout
     qm = QuantizedModel.from_pretrained(quantized_dir)
     ints = qm.quantized_weights("unet")["down_blocks.0.resnets.0.conv1.weight"]["int"].transpose(0, 2, 3, 1)
-    assert any(t.shape == ints.shape and np.array_equal(t, ints) for t in _tflite_int_tensors(tmp_path / "b" / unet["file"]))
+    assert any(t.shape == ints.shape and np.array_equal(t, ints) for t in _tflite_int_tensors(bundle.root / unet["file"]))
     assert m["verification"]["passed"]
     names = [i["name"] for i in unet["inputs"]]
     assert ("step_index" in names) is simulate
@@ -65,7 +63,7 @@ def test_export_quantized_android(quantized_dir, tmp_path, simulate):
         assert "informative_only" in unet["gpu"]  # recorded, not gating (see docs/quantization.md)
         from mobilesd.pipeline import HostPipeline
 
-        hp = HostPipeline.from_bundle(tmp_path / "b", runtime="tflite")
+        hp = HostPipeline.from_bundle(bundle.root, runtime="tflite")
         img = hp.generate("a handwritten digit two", steps=2, guidance=3.0)
         assert img.shape == (32, 32, 3)
 

@@ -21,20 +21,16 @@ PROMPT = "a handwritten digit three"
 # -- quantized bundles -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def quantized_dir(tmp_path_factory):
-    from mobilesd.quant import quantize
+    from bundles import quantized_w8a8
 
-    out = tmp_path_factory.mktemp("q") / "w8a8"
-    quantize(None, out, method="ptq", weight_bits=8, act_bits=8, act_intervals="per-step", calib_prompts=4,
-             steps=4, batch_size=4, progress=False)
-    return out
+    return quantized_w8a8(tmp_path_factory)
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["weights", "simulate-activations"])
-def quantized_bundle(request, quantized_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("qb") / "b"
-    export(None, out, ExportOptions(target="android", quantized=str(quantized_dir), simulate_activations=request.param,
-                                    verify_steps=1, skip_gpu_check=True, progress=False))
-    return out, request.param
+def quantized_bundle(request, tmp_path_factory):
+    from bundles import quantized_android_bundle
+
+    return quantized_android_bundle(tmp_path_factory, request.param), request.param
 
 
 def _diffusers_image(pipe, bundle, steps=3, guidance=3.0, seed=1) -> np.ndarray:

@@ -94,8 +94,11 @@ def test_wrong_tiny_decoders_are_refused(tmp_path, tiny_pipe):
 
 @pytest.fixture(scope="module")
 def taesd_bundle(tmp_path_factory):
-    out = tmp_path_factory.mktemp("taesd") / "android-taesd"
-    return export(None, out, ExportOptions(target="android", vae_decoder=f"tiny={TAESD}", progress=False))
+    """An android bundle with the tiny decoder: the fast-path bundle (also LCM LoRA, --cfg none), shared with
+    tests/test_fast_assets.py; the decoder graph and its checks do not depend on the rest."""
+    from bundles import fast_path_bundle
+
+    return fast_path_bundle(tmp_path_factory)
 
 
 def test_tiny_decoder_bundle_on_the_gpu_delegate(taesd_bundle):
@@ -144,7 +147,7 @@ def test_tiny_decoder_bundle_smaller_and_close_to_the_full_decoder(taesd_bundle,
         return original(x)
 
     hp.stages.decode = keep_latent
-    tiny_img = hp.generate(PROMPT, steps=20, guidance=3.0, seed=0, output="float")
+    tiny_img = hp.generate(PROMPT, steps=4, seed=0, output="float")   # the bundle's LCM, no CFG
     sess = open_graph(tmp_path / graph.file, ["latent"], ["image"])
     full_img = sess.run({"latent": latents["x"]})[0][0]
     psnr = 10 * np.log10(1 / float(((tiny_img - full_img) ** 2).mean()))

@@ -164,6 +164,27 @@ def check_base(base: Path) -> Path:
     return base
 
 
+def write_asset(run: Run, model_dir: Path, out: Path, training: dict, base: Path, evaluate_fn, card_fn,
+                evaluate: bool, log) -> Path:
+    """The end of every asset's training: training.json, then (unless ``evaluate`` is false) the evaluation's
+    metrics.json and the README card, then the finished folder moved into place as ``out``."""
+    write_json(model_dir / "training.json", training)
+    if evaluate:
+        _evaluate_into(model_dir, base, training, evaluate_fn, card_fn, log)
+    finish_run(run, model_dir, out)
+    log(f"wrote {out}")
+    return out
+
+
+def _evaluate_into(folder: Path, base: Path, training: dict, evaluate_fn, card_fn, log) -> None:
+    clock = Clock()
+    result = evaluate_fn(folder, base, log)
+    training["eval_seconds"] = round(clock.lap()[0], 1)
+    write_json(folder / "training.json", training)
+    write_json(folder / "metrics.json", result)
+    (folder / "README.md").write_text(card_fn(folder, training, result))
+
+
 def reevaluate(out: Path, base: Path | None, evaluate_fn, card_fn, log) -> Path:
     """Evaluate a finished asset folder again and rewrite metrics.json, samples.png and README.md (no training):
     ``mobilesd train-tiny --asset A --out OUT --eval-only``."""
@@ -174,10 +195,5 @@ def reevaluate(out: Path, base: Path | None, evaluate_fn, card_fn, log) -> Path:
         raise MobileSDError(f"{out} is not a finished asset (no training.json)", "train it first (without --eval-only)")
     base = check_base(Path(base) if base else DEFAULT_MODEL)
     training = json.loads((out / "training.json").read_text())
-    clock = Clock()
-    result = evaluate_fn(out, base, log)
-    training["eval_seconds"] = round(clock.lap()[0], 1)
-    write_json(out / "training.json", training)
-    write_json(out / "metrics.json", result)
-    (out / "README.md").write_text(card_fn(out, training, result))
+    _evaluate_into(out, base, training, evaluate_fn, card_fn, log)
     return out

@@ -230,19 +230,9 @@ def train(out: str | Path, cfg: LCMConfig | None = None, base: str | Path | None
                                            layers=sum(1 for k in ft.peft_lora_state_dict(pipe.unet) if "lora_A" in k)),
                     phases=run.state["phases"], total_seconds=phase.get("seconds", 0),
                     total_cpu_seconds=phase.get("cpu_seconds", 0), machine=ft.machine(cfg.threads))
-    ft.write_json(model_dir / "training.json", training)
-    if evaluate:
-        clock = ft.Clock()
-        result = evaluate_asset(model_dir, base, log)
-        training["eval_seconds"] = round(clock.lap()[0], 1)
-        ft.write_json(model_dir / "training.json", training)
-        ft.write_json(model_dir / "metrics.json", result)
-        from mobilesd.tiny.asset_cards import lcm_lora_card
+    from mobilesd.tiny.asset_cards import lcm_lora_card
 
-        (model_dir / "README.md").write_text(lcm_lora_card(model_dir, training, result))
-    ft.finish_run(run, model_dir, out)
-    log(f"wrote {out}")
-    return out
+    return ft.write_asset(run, model_dir, out, training, base, evaluate_asset, lcm_lora_card, evaluate, log)
 
 
 def reevaluate(out: str | Path, base: str | Path | None = None, log=logger.info) -> Path:

@@ -240,19 +240,9 @@ def train(out: str | Path, cfg: TinyDecoderConfig | None = None, base: str | Pat
     training = dict(command=command_line(cfg, "assets/" + ASSET), base_model=str(base), config=ft.config_dict(cfg),
                     phases=run.state["phases"], total_seconds=phase.get("seconds", 0),
                     total_cpu_seconds=phase.get("cpu_seconds", 0), machine=ft.machine(cfg.threads))
-    ft.write_json(model_dir / "training.json", training)
-    if evaluate:
-        clock = ft.Clock()
-        result = evaluate_asset(model_dir, base, log)
-        training["eval_seconds"] = round(clock.lap()[0], 1)
-        ft.write_json(model_dir / "training.json", training)
-        ft.write_json(model_dir / "metrics.json", result)
-        from mobilesd.tiny.asset_cards import tiny_decoder_card
+    from mobilesd.tiny.asset_cards import tiny_decoder_card
 
-        (model_dir / "README.md").write_text(tiny_decoder_card(model_dir, training, result))
-    ft.finish_run(run, model_dir, out)
-    log(f"wrote {out}")
-    return out
+    return ft.write_asset(run, model_dir, out, training, base, evaluate_asset, tiny_decoder_card, evaluate, log)
 
 
 def reevaluate(out: str | Path, base: str | Path | None = None, log=logger.info) -> Path:
