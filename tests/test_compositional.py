@@ -13,7 +13,6 @@ from mobilesd.tiny import compositional as comp
 from mobilesd.tiny import compositional_metrics as cm
 
 ASSET = Path(__file__).resolve().parents[1] / "assets" / "tiny-compositional-sd"
-needs_asset = pytest.mark.skipif(not (ASSET / "model_index.json").exists(), reason="assets/tiny-compositional-sd not built")
 
 
 def test_prompts_name_every_attribute():
@@ -125,7 +124,6 @@ def test_score_on_real_pictures_and_their_paired_deltas():
     assert row["psnr_db"] is None   # identical pixels
 
 
-@needs_asset
 def test_shipped_model_and_classifier():
     from mobilesd.quant.calibrate import default_prompts
     from mobilesd.tiny import data
@@ -143,7 +141,6 @@ def test_shipped_model_and_classifier():
         p == comp.prompt(t, [0] * 6) for p in prompts for t in comp.HELDOUT_TEMPLATES)
 
 
-@needs_asset
 def test_guidance_ratio_of_the_model_with_itself_is_one():
     from mobilesd.tiny.metrics import load_fp_pipeline
 

@@ -132,7 +132,6 @@ def test_loads_with_diffusers_as_fp32(pipe):
     assert pipe.unet.config.mid_block_type == "UNetMidBlock2DCrossAttn"
 
 
-@pytest.mark.skipif(not (REPO / "mobilesd" / "loading.py").exists(), reason="mobilesd/loading.py not built yet")
 def test_loads_with_mobilesd_loader(asset, pipe):
     from mobilesd.loading import load_pipeline
 
