@@ -44,7 +44,10 @@ class TFLiteConverter(Converter):
         module = apply_passes(component.module, self.passes).eval()
         path = out_dir / f"{component.name}{self.suffix}"
         try:
-            edge = litert_torch.convert(module, sample_kwargs=component.example_inputs)
+            # lightweight conversion keeps constants lazy (and folds them with the LiteRT runtime instead):
+            # converting SD1.5's largest UNet chunk peaked at 4.4 GB instead of 6.0 GB, and ran faster
+            # (docs/benchmarks/export_sd15.md)
+            edge = litert_torch.convert(module, sample_kwargs=component.example_inputs, lightweight_conversion=component.role == "unet")
         except Exception as exc:
             raise MobileSDError(f"litert-torch could not convert {component.name}: {type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0][:300]}",

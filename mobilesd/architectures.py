@@ -86,6 +86,11 @@ ARCHITECTURES = {
     ),
 }
 
+# SD 2.x-base: the SD 2.x networks at 512 px (64x64 latents) with epsilon prediction (SD-Turbo has this shape too)
+ARCHITECTURES["sd21-base"] = dict(
+    ARCHITECTURES["sd21"], prediction_type="epsilon",
+    unet=dict(ARCHITECTURES["sd21"]["unet"], sample_size=64), vae=dict(ARCHITECTURES["sd21"]["vae"], sample_size=512))
+
 
 def build_random_pipeline(arch: str = "tiny", seed: int = 0, prediction_type: str | None = None,
                           with_text_encoder: bool = True):

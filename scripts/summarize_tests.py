@@ -27,12 +27,14 @@ def main(argv: list[str]) -> int:
     print("\n==================== test summary (all suites) ====================")
     for item in suites:
         name, code = item.split("=")
-        report = results / f"{name}.xml"
-        if not report.exists():
+        # a suite may write its report in parts: <name>.xml and <name>-<part>.xml (scripts/test.sh)
+        reports = [results / f"{name}.xml"] + sorted(results.glob(f"{name}-*.xml"))
+        if not reports[0].exists():
             print(f"{name:>8}: NO REPORT (runner exit {code})")
             ok = False
             continue
-        c = counts(report)
+        parts_counts = [counts(r) for r in reports]
+        c = {k: sum(pc[k] for pc in parts_counts) for k in parts_counts[0]}
         failed = c["failures"] + c["errors"]
         passed = c["tests"] - failed - c["skipped"]
         status = "ok" if (failed == 0 and c["tests"] > 0 and code == "0") else "FAILED"

@@ -1,27 +1,46 @@
 """Bundles of the bundled digits model shared by the client tests: each configuration is exported once per
-test session (exports are the slow part of the app tests), into pytest's temporary folder."""
+test run (exports are the slow part of the app tests), shared by pytest-xdist's workers (tests/shared.py)."""
 
 from __future__ import annotations
 
-import functools
+import contextlib
+import io
 from pathlib import Path
 
+from shared import build_once
 
-@functools.cache
-def _digits_bundle(target: str, root: str, options: tuple) -> Path:
-    from mobilesd.export import ExportOptions, export
-    from mobilesd.loading import default_model_path
 
-    opts = dict(options)
-    name = "-".join([target] + [f"{k}{v}" for k, v in options]) or target
-    out = Path(root) / "digits-bundles" / name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return export(default_model_path(), out, ExportOptions(target=target, progress=False, **opts)).root
+def readme_android_bundle(tmp_path_factory) -> tuple[Path, str]:
+    """The README's main command, `mobilesd export --target android`, run once in a folder of its own: the
+    bundle it wrote (./bundles/android) and what it printed. It is also the default android digits bundle."""
+    def build(cwd: Path) -> None:
+        from mobilesd.cli import main
+
+        cwd.mkdir(parents=True)
+        out = io.StringIO()
+        with contextlib.chdir(cwd), contextlib.redirect_stdout(out):
+            rc = main(["export", "--target", "android", "--quiet"])
+        assert rc == 0, f"`mobilesd export --target android` exited {rc}:\n{out.getvalue()}"
+        (cwd / "stdout.txt").write_text(out.getvalue())
+
+    cwd = build_once(tmp_path_factory, "readme-export", build)
+    return cwd / "bundles" / "android", (cwd / "stdout.txt").read_text()
 
 
 def digits_bundle(tmp_path_factory, target: str, **options) -> Path:
-    """The digits model exported with ``--target target`` and ``options`` (ExportOptions fields), once."""
-    return _digits_bundle(target, str(tmp_path_factory.getbasetemp()), tuple(sorted(options.items())))
+    """The digits model exported with ``--target target`` and ``options`` (ExportOptions fields), once per run."""
+    if target == "android" and not options:
+        return readme_android_bundle(tmp_path_factory)[0]
+    key = tuple(sorted(options.items()))
+    name = "-".join([target] + [f"{k}{v}" for k, v in key]) or target
+
+    def build(out: Path) -> None:
+        from mobilesd.export import ExportOptions, export
+        from mobilesd.loading import default_model_path
+
+        export(default_model_path(), out, ExportOptions(target=target, progress=False, **options))
+
+    return build_once(tmp_path_factory, f"digits-{name}", build)
 
 
 def batch1_chunks3_bundle(tmp_path_factory) -> Path:
@@ -31,21 +50,16 @@ def batch1_chunks3_bundle(tmp_path_factory) -> Path:
     return digits_bundle(tmp_path_factory, "android", unet_batch=1, unet_chunks=3, skip_gpu_check=True, verify_steps=1)
 
 
-@functools.cache
-def _quantized_w8a8(root: str) -> Path:
-    from mobilesd.quant import quantize
-
-    out = Path(root) / "quantized" / "w8a8-ptq-per-step"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    quantize(None, out, method="ptq", weight_bits=8, act_bits=8, act_intervals="per-step", calib_prompts=4,
-             steps=4, batch_size=4, progress=False)
-    return out
-
-
 def quantized_w8a8(tmp_path_factory) -> Path:
     """The digits model quantized W8A8 (PTQ, per-step activation tables, 4 calibration prompts x 4 steps), once
-    per session; tests read it and never change it."""
-    return _quantized_w8a8(str(tmp_path_factory.getbasetemp()))
+    per run; tests read it and never change it."""
+    def build(out: Path) -> None:
+        from mobilesd.quant import quantize
+
+        quantize(None, out, method="ptq", weight_bits=8, act_bits=8, act_intervals="per-step", calib_prompts=4,
+                 steps=4, batch_size=4, progress=False)
+
+    return build_once(tmp_path_factory, "quantized-w8a8-ptq-per-step", build)
 
 
 def quantized_android_bundle(tmp_path_factory, simulate: bool) -> Path:

@@ -166,16 +166,16 @@ def test_isolated_export_in_worker_processes(tiny_model_dir, tmp_path, onnx_bund
     assert sorted(p.name for p in tmp_path.iterdir()) == ["iso"]
 
 
-def test_readme_main_command_on_the_default_model(tmp_path, monkeypatch, capsys):
-    """`mobilesd export --target android` on the bundled default model: every graph verified, fully on the GPU."""
-    from mobilesd.cli import main
+def test_readme_main_command_on_the_default_model(tmp_path_factory):
+    """`mobilesd export --target android` on the bundled default model: every graph verified, fully on the GPU.
+    The run is shared (tests/bundles.py): its bundle is the default android bundle of the client tests."""
+    from bundles import readme_android_bundle
     from mobilesd.loading import DEFAULT_MODEL
 
     assert (DEFAULT_MODEL / "model_index.json").exists(), "the default model (assets/) is missing"
-    monkeypatch.chdir(tmp_path)
-    assert main(["export", "--target", "android", "--quiet"]) == 0
-    b = load_bundle(tmp_path / "bundles" / "android")
-    m = b.manifest
+    root, printed = readme_android_bundle(tmp_path_factory)
+    assert root.parent.name == "bundles"   # the command's default --out, bundles/<target>
+    m = load_bundle(root).manifest
     assert m["source"]["model"] == str(DEFAULT_MODEL) and m["verification"]["passed"]
     assert all(g["gpu"]["fully_accelerated"] for g in m["graphs"] if not g["gpu"].get("skipped"))
-    assert "end-to-end image vs PyTorch" in capsys.readouterr().out
+    assert "end-to-end image vs PyTorch" in printed

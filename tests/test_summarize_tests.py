@@ -41,3 +41,13 @@ def test_a_failed_empty_or_missing_suite_fails_the_summary(tmp_path, capsys):
     assert main([str(tmp_path), "ok=1"]) == 1     # a runner that exited non-zero fails even with passing cases
     out = capsys.readouterr().out
     assert "NO REPORT" in out and "no tests ran" in out
+
+
+def test_a_suite_in_parts_counts_every_part(tmp_path, capsys):
+    """scripts/test.sh writes the Python suite as python.xml plus python-strict-json.xml (run after the rest)."""
+    (tmp_path / "py.xml").write_text('<testsuites><testcase name="a"/><testcase name="b"/></testsuites>')
+    (tmp_path / "py-late.xml").write_text('<testsuites><testcase name="c"/></testsuites>')
+    assert main([str(tmp_path), "py=0"]) == 0
+    assert "py: 3 passed" in capsys.readouterr().out
+    (tmp_path / "py-late.xml").write_text(SHAPES["node"])   # a failure in a later part fails the suite
+    assert main([str(tmp_path), "py=0"]) == 1

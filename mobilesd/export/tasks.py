@@ -19,7 +19,7 @@ import torch
 from mobilesd import verify
 from mobilesd.errors import MobileSDError
 from mobilesd.export import faults
-from mobilesd.export.options import BYTES_PER_PARAM, ISOLATE_ABOVE_BYTES, VERIFY_PROMPT, ExportPlan
+from mobilesd.export.options import BYTES_PER_PARAM, CONVERT_MAX_FP32_MB, ISOLATE_ABOVE_BYTES, VERIFY_PROMPT, ExportPlan
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def role_of(index: int, n_chunks: int) -> str:
 
 def task_inspect(job: Job, loaded: Loaded | None = None) -> dict:
     """Chunk plan, tokenizer and scheduler files, and the model facts the manifest needs."""
-    from mobilesd.components import latent_shape, plan_unet_chunks
+    from mobilesd.components import latent_shape, plan_unet_chunks, stage_weight_bytes
 
     loaded = loaded or load(job)
     pipe = loaded.pipe
@@ -100,7 +100,16 @@ def task_inspect(job: Job, loaded: Loaded | None = None) -> dict:
         raise MobileSDError(f"{job.source} has no text encoder", "pass a complete SD pipeline")
     plan = job.plan
     max_bytes = plan.unet_max_mb * 2**20 if plan.unet_max_mb else None
-    chunks = plan_unet_chunks(pipe.unet, job.opts.unet_chunks, max_bytes, BYTES_PER_PARAM[plan.threshold_key()])
+    if job.opts.unet_chunks is None and max_bytes is None:
+        # the default: chunks small enough to convert in bounded memory (a single stage larger than the
+        # limit becomes a chunk of its own)
+        limit = max(CONVERT_MAX_FP32_MB * 2**20, max(stage_weight_bytes(pipe.unet)))
+        chunks = plan_unet_chunks(pipe.unet, None, limit, 4.0)
+        if len(chunks) > 1:
+            logger.info("UNet in %d chunks, each under %.0f MiB of fp32 weights, to convert in bounded memory "
+                     "(--unet-chunks 1 for one graph)", len(chunks), limit / 2**20)
+    else:
+        chunks = plan_unet_chunks(pipe.unet, job.opts.unet_chunks, max_bytes, BYTES_PER_PARAM[plan.threshold_key()])
     _write_tokenizer(pipe, job.root / "tokenizer")
     dropped = _write_scheduler_config(pipe.scheduler, job.root / "scheduler")
     c, h, w = latent_shape(pipe, job.opts.height, job.opts.width)
