@@ -87,8 +87,7 @@ def baseline_site(ref: str, cache: Path) -> tuple[Path, str]:
             subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),
                             str(wheel)], check=True)
         (site / ".done").write_text(sha)
-    # run from the site folder: python puts the current folder first on sys.path (the repo's own package)
-    where = subprocess.run([sys.executable, "-c", "import mobilesd; print(mobilesd.__file__)"], check=True, cwd=site,
+    where = subprocess.run([sys.executable, "-c", "import mobilesd; print(mobilesd.__file__)"], check=True,
                            capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(site))).stdout
     assert where.startswith(str(site)), f"the baseline package is not the one imported: {where}"
     return site, sha
@@ -104,7 +103,7 @@ def run_export(model: Path, out: Path, target: str, precision: str, chunks: int 
     t0 = time.perf_counter()
     log = out.parent / f"{out.name}.log"
     with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=site or ROOT, env=env)
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         peak = 0
         while proc.poll() is None:
             peak = max(peak, tree_rss(proc.pid))

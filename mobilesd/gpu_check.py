@@ -23,24 +23,6 @@ from pathlib import Path
 import numpy as np
 
 
-# The software GPU here (WebGPU over lavapipe) cannot run graphs with the largest activations. SD's VAE decoder
-# at 512 px compiles fully but its run fails ("Failed to lock custom tensor buffer"; 256 channels at 512 x 512,
-# padded for 3x3 convs). A lone 3x3 conv on 256 x 512 x 512 runs; on 288 x 512 x 512 the delegate refuses it. The
-# rule below, no tensor over 256 MiB in fp32 (WebGPU's default maxBufferSize), fits these; it is conservative for
-# few-channel tensors (a 1 x 8192 x 8200 input, 256.3 MiB, still ran). Phones' GPU delegates have no such limit.
-WEBGPU_MAX_BUFFER_BYTES = 256 * 2**20
-
-
-def largest_tensor(tflite_path: str | Path) -> tuple[str, int]:
-    """The name and fp32 size in bytes (what the GPU delegate allocates for it here) of the graph's largest
-    tensor, read from the model without allocating it."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    details = Interpreter(model_path=str(tflite_path)).get_tensor_details()
-    best = max(details, key=lambda d: int(np.prod(d["shape"])) if len(d["shape"]) else 1)
-    return best["name"], 4 * int(np.prod(best["shape"]))
-
-
 @dataclass
 class GpuCheckResult:
     available: bool                       # a GPU accelerator (Vulkan adapter) could be created

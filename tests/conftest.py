@@ -52,20 +52,3 @@ def onnx_bundle(tiny_model_dir, tmp_path_factory):
 
     return load_bundle(build_once(tmp_path_factory, "tiny-onnx", lambda out: export(
         tiny_model_dir, out, ExportOptions(target="onnx", progress=False))))
-
-
-# The slowest files first (serial seconds measured in CI, 2026-12): pytest-xdist hands out whole files in
-# collection order, so starting with the long ones keeps one worker from finishing alone on a long file while
-# the others sit idle. Order only: no test depends on it. The strict-JSON check stays last (it reads what the
-# other tests wrote; scripts/test.sh runs it on its own after the suite).
-HEAVY_FIRST = ["test_export.py", "test_quant_export.py", "test_app_android.py", "test_config_range.py",
-               "test_app_web.py", "test_verification_controls.py", "test_quant_methods_export.py",
-               "test_app_ios.py", "test_export_faults.py", "test_coreml.py", "test_lora.py", "test_fast_assets.py",
-               "test_runtime_choice.py", "test_quant.py"]
-
-
-def pytest_collection_modifyitems(session, config, items):
-    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
-    last = len(HEAVY_FIRST) + 1
-    items.sort(key=lambda item: last if item.path.name == "test_zz_strict_json.py"
-               else rank.get(item.path.name, len(HEAVY_FIRST)))

@@ -126,22 +126,3 @@ def test_a_failed_gpu_run_fails_the_export(android_bundle):
     fails = graph_failures(info, make_plan(ExportOptions(target="android")))
     assert fails and "the GPU run failed" in fails[0]
     assert graph_failures(info, make_plan(ExportOptions(target="android", allow_cpu_fallback=True))) == []
-
-
-def test_a_graph_over_the_software_gpu_buffer_limit_is_compiled_not_run(tmp_path):
-    """This machine's software GPU keeps WebGPU's 256 MiB buffer limit, so a graph holding a larger tensor (SD's
-    VAE decoder at 512 px) is compiled only, with the reason; one under it is run (its run failure fails)."""
-    import litert_torch
-    import torch
-
-    from mobilesd.export.checks import why_not_run_on_gpu
-    from mobilesd.gpu_check import WEBGPU_MAX_BUFFER_BYTES, largest_tensor
-
-    conv = torch.nn.Conv2d(288, 8, 3, padding=1).eval()
-    big, small = tmp_path / "big.tflite", tmp_path / "small.tflite"
-    litert_torch.convert(conv, (torch.zeros(1, 288, 512, 512),)).export(str(big))    # 288 MiB in fp32
-    litert_torch.convert(conv, (torch.zeros(1, 288, 8, 8),)).export(str(small))
-    assert largest_tensor(big)[1] == 4 * 288 * 512 * 512 > WEBGPU_MAX_BUFFER_BYTES
-    assert "buffer limit" in why_not_run_on_gpu(big, 8, 256.0)
-    assert why_not_run_on_gpu(small, 8, 256.0) is None
-    assert "weights over 1 MiB" in why_not_run_on_gpu(small, 2 * 2**20, 1.0)

@@ -19,8 +19,7 @@ def gpu_check(job: Job, info: dict) -> dict:
     opts = job.opts
     if opts.skip_gpu_check:
         return {"skipped": True, "reason": "--skip-gpu-check"}
-    not_run = why_not_run_on_gpu(job.root / info["file"], info["meta"]["weight_bytes_fp32"], opts.gpu_run_max_mb)
-    run_on_gpu = not_run is None
+    run_on_gpu = info["meta"]["weight_bytes_fp32"] <= opts.gpu_run_max_mb * 2**20
     inputs, ref = load_io(job, info["name"])
     res = check_gpu(job.root / info["file"], inputs if run_on_gpu else None)
     if not res.available:
@@ -32,8 +31,9 @@ def gpu_check(job: Job, info: dict) -> dict:
     out["delegate"] = "LiteRT GPU (WebGPU) accelerator, no CPU fallback"
     threshold = verify.gpu_bound(info["precision"], info["verification"].get("simulated_quantization_rel_l2"))
     out.update(output_rel_l2=None, output_threshold=threshold)
-    if not_run:
-        out["not_run"] = not_run
+    if not run_on_gpu:
+        out["not_run"] = (f"compiled only: weights over {opts.gpu_run_max_mb:.0f} MiB are too slow to run on "
+                          "software Vulkan (--gpu-run-max-mb)")
     elif res.ran:
         names = [o["name"] for o in info["outputs"]]
         if len(res.outputs) != len(names):
@@ -47,21 +47,6 @@ def gpu_check(job: Job, info: dict) -> dict:
     out["passed"] = bool(res.fully_accelerated and not out.get("run_error") and (not run_on_gpu or (
         res.ran and out["output_rel_l2"] is not None and out["output_rel_l2"] <= threshold)))
     return out
-
-
-def why_not_run_on_gpu(path, weight_bytes_fp32: int, run_max_mb: float) -> str | None:
-    """Why a graph is only compiled, not run, on this machine's software GPU (None: it is run and compared)."""
-    from mobilesd.gpu_check import WEBGPU_MAX_BUFFER_BYTES, largest_tensor
-
-    tensor, size = largest_tensor(path)
-    if size > WEBGPU_MAX_BUFFER_BYTES:
-        return (f"compiled only: tensor {tensor} ({size / 2**20:.0f} MiB) is over the "
-                f"{WEBGPU_MAX_BUFFER_BYTES // 2**20} MiB buffer limit of this machine's software GPU "
-                "(WebGPU's default maxBufferSize); a phone's GPU delegate has no such limit")
-    if weight_bytes_fp32 > run_max_mb * 2**20:
-        return (f"compiled only: weights over {run_max_mb:.0f} MiB are too slow to run on software Vulkan "
-                "(--gpu-run-max-mb)")
-    return None
 
 
 def litert_js_check(job: Job, graphs: list[dict]) -> None:
@@ -79,8 +64,7 @@ def litert_js_check(job: Job, graphs: list[dict]) -> None:
     for g in graphs:
         inputs, refs = load_io(job, g["name"])
         todo.append(GraphToCheck(g["name"], job.root / g["file"], inputs, refs, [o["name"] for o in g["outputs"]],
-                                 run=why_not_run_on_gpu(job.root / g["file"], g["meta"]["weight_bytes_fp32"],
-                                                        opts.gpu_run_max_mb) is None))
+                                 run=g["meta"]["weight_bytes_fp32"] <= opts.gpu_run_max_mb * 2**20))
     results = check_graphs(todo, allow_wasm=opts.allow_cpu_fallback, precision=job.plan.precision)
     for g in graphs:
         g["litert_js"] = results[g["name"]]
