@@ -148,7 +148,8 @@ def parse_config(cfg: str) -> dict:
 
 
 def row_label(r: dict) -> str:
-    chunks = f"{r['unet_chunks']}" + ("" if r.get("unet_chunks_given") else " (default)")
+    chunks = ("default" if r["unet_chunks"] is None else f"{r['unet_chunks']}"
+              + ("" if r.get("unet_chunks_given", True) else " (default)"))
     return (f"{r['arch']}{'+' + r['preset'] if r.get('preset') else ''} {r['target']} {r['precision']} x{chunks}"
             + (f" [{r['code']}]" if r.get("code") else ""))
 
