@@ -159,6 +159,8 @@ def main() -> int:
     ap.add_argument("--configs", nargs="+", default=["android:fp16:default"],
                     help="[ARCH:]TARGET:PRECISION:CHUNKS[:PRESET] (see the module docstring)")
     ap.add_argument("--baseline", metavar="REF", help="also run every config on git commit REF (before/after)")
+    ap.add_argument("--export-args", default="", help="more `mobilesd export` flags for every config, e.g. "
+                    "\"--allow-cpu-fallback\" (SD's VAE decoder run fails on this machine's software GPU)")
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "mobilesd" / "bench"))
     ap.add_argument("--verify-steps", type=int, default=2)
     ap.add_argument("--keep", action="store_true", help="keep the bundles")
@@ -176,7 +178,7 @@ def main() -> int:
     rows = []
     for c in configs:
         model = model_dir(cache, c["arch"])
-        extra = PRESETS.get(c["preset"], [])
+        extra = PRESETS.get(c["preset"], []) + args.export_args.split()
         steps = PRESET_VERIFY_STEPS.get(c["preset"], args.verify_steps)
         for code, site in codes:
             out = cache / f"bundle-{c['name'].replace(':', '-')}"

@@ -87,7 +87,9 @@ def test_ctrl_c_during_export(tiny_model_dir, previous, tmp_path, isolate):
     code = ("import sys; from mobilesd.export import export, ExportOptions; "
             f"export({str(tiny_model_dir)!r}, {str(out)!r}, ExportOptions(target='onnx', overwrite=True, "
             f"isolate={isolate}, progress=False))")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # as from a terminal: pytest-xdist's workers ignore SIGINT, and a child inheriting that would never see Ctrl-C
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:   # interrupt once the first graph is being written
