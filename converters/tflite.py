@@ -46,8 +46,10 @@ class TFLiteConverter(Converter):
         try:
             # lightweight conversion keeps constants lazy (and folds them with the LiteRT runtime instead):
             # converting SD1.5's largest UNet chunk peaked at 4.4 GB instead of 6.0 GB, and ran faster
-            # (docs/benchmarks/export_sd15.md)
-            edge = litert_torch.convert(module, sample_kwargs=component.example_inputs, lightweight_conversion=component.role == "unet")
+            # (docs/benchmarks/export_sd15_default.md). UNet only: the text encoder converted that way gave a
+            # wrong GPU output (caught by the GPU check)
+            edge = litert_torch.convert(module, sample_kwargs=component.example_inputs,
+                                        lightweight_conversion=component.role == "unet")
         except Exception as exc:
             raise MobileSDError(f"litert-torch could not convert {component.name}: {type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0][:300]}",
