@@ -18,7 +18,7 @@ TFLITE_TARGETS = ("android", "web")       # targets whose graphs are .tflite wit
 BYTES_PER_PARAM = {"fp32": 4.0, "fp16": 2.0, "int8": 1.0, "int4": 0.5, "pal8": 1.0, "pal6": 0.75, "pal4": 0.5}
 # Without --unet-chunks / --unet-max-mb, a UNet is cut so that no chunk holds more than this many MiB of fp32
 # weights (Core ML: IOS_UNET_MAX_MB instead): converting and GPU-checking a chunk costs about 4-5x its fp32
-# weights in memory, so SD1.5 (3.3 GB) exports in 4 chunks under 6 GB instead of needing 11 GB in one graph
+# weights in memory, so SD1.5 (3.3 GB) exports in 4 chunks at 5.0 GB peak instead of 13.4 GB in one graph
 # (docs/benchmarks/export_sd15_default.md). Small models stay one graph.
 CONVERT_MAX_FP32_MB = 1024.0
 IOS_UNET_MAX_MB = 953.0   # ios default --unet-max-mb: the Neural Engine loads models under 1 GB (10^9 bytes)
