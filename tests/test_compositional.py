@@ -82,6 +82,22 @@ def test_prompt_bootstrap_resamples_whole_prompts():
     assert lo == pytest.approx(24.975) and hi == pytest.approx(974.025)
 
 
+def test_fid_intervals_come_from_half_samples_centred_on_the_estimate():
+    pidx = np.repeat(np.arange(10), 3)
+    for h in cm.prompt_half_samples(pidx, 20, seed=1):
+        assert len(h) == 15 and len(set(h.tolist())) == 15          # no image twice
+        assert np.all(np.bincount(pidx[h], minlength=10) % 3 == 0)   # whole prompts
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(300, 4)), rng.normal(size=(300, 4))     # two samples of one distribution
+    pidx = np.repeat(np.arange(100), 3)
+    fid = cm.frechet_distance(a, b)
+    ci = cm.half_sample_interval(fid, [cm.frechet_distance(a[h], b[h]) for h in cm.prompt_half_samples(pidx, 100)])
+    assert ci[0] < fid < ci[1]
+    # why not the bootstrap: repeated images push a resample's distance up, past the estimate itself
+    boots = cm.prompt_bootstrap(pidx, 100)
+    assert np.percentile([cm.frechet_distance(a[x], b[x]) for x in boots], 2.5) > fid
+
+
 def test_verdict_reads_intervals_and_the_noise_floor():
     fp = {"fid_real": {"value": 10.0, "ci": [9.0, 11.0]}}
     floor = {"fid_real": {"value": 10.5, "ci": [9.4, 11.6]}, "fid_vs_fp": {"value": 1.0, "ci": [0.8, 1.3]}}
@@ -121,6 +137,10 @@ def test_score_on_real_pictures_and_their_paired_deltas():
     row = cm.score(images, labels, pidx, Oracle(labels, flip=np.arange(0, 40, 4)), real, settings, ref["_raw"])
     assert row["accuracy"]["left_digit"]["value"] == 0.75 and row["accuracy"]["right_digit"]["value"] == 1.0
     assert row["delta_vs_fp"]["overall"]["value"] == -0.25 and row["delta_vs_fp"]["overall"]["ci"][1] < 0
+    # one attribute of six wrong on a quarter of the images
+    assert row["accuracy"]["mean_attribute"]["value"] == pytest.approx(1 - 0.25 / 6, abs=1e-4)
+    assert row["delta_vs_fp"]["mean_attribute"]["value"] == pytest.approx(-0.25 / 6, abs=1e-4)
+    assert cm.verdict(row, ref, ref)["attributes"] == "worse"
     assert row["psnr_db"] is None   # identical pixels
 
 

@@ -92,8 +92,8 @@ def _pct(entry) -> str:
 
 
 def write_card(model_dir: Path, training: dict, result: dict) -> Path:
-    from mobilesd.tiny.compositional_train import COMPOSITIONAL_TEXT_CONFIG
-    from mobilesd.tiny.model import UNET_CONFIG
+    from mobilesd.tiny.compositional_train import (COMPOSITIONAL_TEXT_CONFIG, COMPOSITIONAL_UNET_CONFIG,
+                                                   COMPOSITIONAL_VAE_CONFIG)
 
     s, fp, floor, real = result["settings"], result["fp"], result["fp_other_seeds"], result["real_heldout"]
     phases, cfg = training["phases"], training["config"]
@@ -106,6 +106,14 @@ def write_card(model_dir: Path, training: dict, result: dict) -> Path:
         f = r["fid_real"]
         lines.append(f"| {name} | {accs} | {_pct(r['accuracy']['overall'])} | {f['value']:.2f} [{f['ci'][0]:.2f}, {f['ci'][1]:.2f}] |")
     clf = phases["classifier"]["heldout_accuracy"]
+    acc = {a: fp["accuracy"][a]["value"] for a in comp.ATTRIBUTE_NAMES}
+    chance = {a: 1 / n for a, n in zip(comp.ATTRIBUTE_NAMES, comp.N_CLASSES)}
+    at_chance = [a for a in acc if fp["accuracy"][a]["ci"][0] <= chance[a]]
+    weak = [f"{a} {100 * v:.1f}%" for a, v in acc.items() if v < 0.9 and a not in at_chance]
+    status = (f"FP binding accuracy is below 90%, and above chance, on {', '.join(weak) if weak else 'no attribute'} "
+              f"(overall {100 * fp['accuracy']['overall']['value']:.1f}%): there quantization damage can show."
+              + (f" At chance level (interval reaching 1/classes), so blind to damage: {', '.join(at_chance)}."
+                 if at_chance else ""))
     example = comp.prompt(comp.HELDOUT_TEMPLATES[0], [3, 7, 0, 1, 1, 0])
     text = f"""# tiny-compositional-sd
 
@@ -115,8 +123,11 @@ the prompt ("{example}"). It is the quality model of the quantization benchmark
 (`benchmarks/quant_compositional.py`): attribute binding is hard for it, so quantization damage shows as
 lost bindings, where the digits model (`assets/tiny-digits-sd`) scores 100% at every setting.
 
+**What it learned:** {status}
+
 Same diffusers classes as SD 1.5 (`CLIPTextModel` with {COMPOSITIONAL_TEXT_CONFIG['num_hidden_layers']} layers,
-`UNet2DConditionModel` {list(UNET_CONFIG['block_out_channels'])}, `AutoencoderKL` factor 4, 32x32 RGB).
+`UNet2DConditionModel` {list(COMPOSITIONAL_UNET_CONFIG['block_out_channels'])} on a {COMPOSITIONAL_UNET_CONFIG['sample_size']}x{COMPOSITIONAL_UNET_CONFIG['sample_size']} latent,
+`AutoencoderKL` factor {2 ** (len(COMPOSITIONAL_VAE_CONFIG['block_out_channels']) - 1)}, 32x32 RGB).
 
 ![samples](samples.png)
 
@@ -126,8 +137,9 @@ Same diffusers classes as SD 1.5 (`CLIPTextModel` with {COMPOSITIONAL_TEXT_CONFI
 
 {chr(10).join(lines)}
 
-Intervals: 95% bootstrap over prompts. FID-style: Frechet distance of the attribute classifier's
-64-d penultimate features against real pictures with the same attributes. FP against FP with other seeds
+Intervals: 95% bootstrap over prompts; for the FID-style distances, half-samples of the prompts without
+replacement, centred on the estimate (`compositional_metrics.half_sample_interval`). FID-style: Frechet distance
+of the attribute classifier's 64-d penultimate features against real pictures with the same attributes. FP against FP with other seeds
 (the noise floor of the benchmark): FID-style {floor['fid_vs_fp']['value']:.2f}
 [{floor['fid_vs_fp']['ci'][0]:.2f}, {floor['fid_vs_fp']['ci'][1]:.2f}], overall accuracy difference
 {100 * floor['delta_vs_fp']['overall']['value']:+.1f} points [{100 * floor['delta_vs_fp']['overall']['ci'][0]:+.1f},
@@ -150,8 +162,8 @@ VAE reconstruction PSNR on held-out pictures: {phases['vae']['heldout_recon_psnr
   (blur / noise / uint8 augmentation); text encoder + UNet {cfg['unet_steps']} steps x {cfg['unet_batch']} on a pool of
   {cfg['pool']} rendered training pictures (latents encoded once), min-SNR {cfg['min_snr_gamma']}, EMA {cfg['ema_decay']},
   {int(100 * cfg['cond_drop'])}% empty prompts. Final loss {phases['text_unet']['final_loss']:.4f}.
-* Training time: {training['total_cpu_seconds'] / 60:.0f} min of CPU time on 1 thread
-  ({training['total_seconds'] / 60:.0f} min wall on a 2-core machine shared with other jobs); evaluation
+* Training time: {training['total_cpu_seconds'] / 60:.0f} min of CPU time on {cfg['threads']} thread(s)
+  ({training['total_seconds'] / 60:.0f} min wall on a 2-core machine); evaluation
   {result['eval_seconds']:.0f} s. `training.json` has the log, `metrics.json` the figures.
 """
     (model_dir / "README.md").write_text(text)

@@ -37,6 +37,17 @@ from mobilesd.tiny.train import _Clock, _cpu_name, _ema_update, _lr, _Run, _set_
 logger = logging.getLogger(__name__)
 
 COMPOSITIONAL_TEXT_CONFIG = dict(TEXT_CONFIG, num_hidden_layers=3)
+# VAE factor 2 (32x32 -> 4x16x16), so a large digit is 8x8 latent pixels as in the digits model. The first run
+# used the digits model's factor 4: a digit was 2.5 to 4 latent pixels wide, and after 4000 steps the UNet had
+# learned size, colours and stroke weight but not which digit to draw (chance level).
+COMPOSITIONAL_VAE_CONFIG = dict(VAE_CONFIG, block_out_channels=(16, 32), down_block_types=("DownEncoderBlock2D",) * 2,
+                                up_block_types=("UpDecoderBlock2D",) * 2)
+# the 16x16 level has no attention (self-attention over 256 latent pixels would double a training step); the
+# prompt enters at 8x8 and 4x4 as before, each latent pixel now covering 2x2 image pixels instead of 4x4
+COMPOSITIONAL_UNET_CONFIG = dict(
+    UNET_CONFIG, sample_size=16,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"))
 CALIBRATION_PROMPTS_FILE = "calibration_prompts.txt"
 
 
@@ -71,13 +82,13 @@ def build_text_encoder():
 def build_unet():
     from diffusers import UNet2DConditionModel
 
-    return UNet2DConditionModel(**UNET_CONFIG)
+    return UNet2DConditionModel(**COMPOSITIONAL_UNET_CONFIG)
 
 
 def build_vae():
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL(**VAE_CONFIG, scaling_factor=1.0)
+    return AutoencoderKL(**COMPOSITIONAL_VAE_CONFIG, scaling_factor=1.0)
 
 
 # ---------------------------------------------------------------- phase 1: VAE
