@@ -335,11 +335,16 @@ async function start() {
   $('adapter').textContent = adapterText;
   $('adapter').classList.toggle('software', Boolean(a?.software));
   if (!a) document.querySelector('input[name=accelerator][value=wasm]').checked = true;
-  setState('no-bundle');
+  // 'no-bundle' only once the probe has failed: set before it, a caller waiting for a settled state saw
+  // 'no-bundle' while a served bundle was still being probed (seen in CI on a loaded machine)
   const probe = await fetch(new URL('manifest.json', new URL(serverBundle, location.href)), { method: 'HEAD', cache: 'no-store' })
     .catch(() => null);
-  if (probe?.ok) await loadBundle(new HttpBundleSource(serverBundle));
-  else $('load-server').disabled = true;
+  if (probe?.ok) {
+    await loadBundle(new HttpBundleSource(serverBundle));
+  } else {
+    $('load-server').disabled = true;
+    setState('no-bundle');
+  }
 }
 
 start().catch(showError);
