@@ -252,7 +252,8 @@ def render(result: dict) -> str:
             f"where that row's export failed, the next row's, and the failure is listed below). "
             f"Times: wall clock on a 2-core machine shared with other jobs.")
     failures = [f"- export of {x['from_row']} failed: `{_last_error_line(x['error'])}`"
-                for b in result["exports"].values() for x in b.get("failed_rows", [])]
+                for b in result["exports"].values()
+                for x in b.get("failed_rows", []) + ([b] if "error" in b else [])]
     if failures:
         failures = ["", "Exports that failed (bundle size then measured on the next row of that format):", ""] + failures
     return head + "\n\n" + "\n".join(lines + attr + goal_lines + failures) + "\n"
@@ -384,6 +385,8 @@ def main() -> int:
             log(f"  {res.get('bundle_bytes', 0) / 1e6:.2f} MB" if "error" not in res else f"  FAILED: {res['error'][-300:]}")
             if "error" not in res:
                 bundles[cls] = res
+        for f in sorted(work.glob("export-*.json")):   # formats whose every export failed: listed too
+            bundles.setdefault(f.stem[len("export-"):], json.loads(f.read_text()))
 
     # scoring (cheap; always recomputed from the cached images)
     real = cm.real_features(clf, labels)
