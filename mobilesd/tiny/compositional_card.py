@@ -165,6 +165,6 @@ VAE reconstruction PSNR on held-out pictures: {phases['vae']['heldout_recon_psnr
 * Training time: {training['total_cpu_seconds'] / 60:.0f} min of CPU time on {cfg['threads']} thread(s)
   ({training['total_seconds'] / 60:.0f} min wall on a 2-core machine); evaluation
   {result['eval_seconds']:.0f} s. `training.json` has the log, `metrics.json` the figures.
-"""
+""" + (f"* Note: {phases['note']['text']}; its time is in the totals above.\n" if phases.get("note", {}).get("text") else "")
     (model_dir / "README.md").write_text(text)
     return model_dir / "README.md"
