@@ -4,9 +4,11 @@ import XCTest
 
 /// Schedulers against diffusers 0.42 (golden section "schedulers"): for every config (SD epsilon, SD 2 v-prediction,
 /// trailing spacing) x scheduler x steps (1, 4, 20, 50): timesteps exactly; sigmas, init_noise_sigma and every
-/// scaled input and sample within 1e-6 relative, running the whole chain from the seed's noise.
+/// scaled input and sample within 2e-6 relative, running the whole chain from the seed's noise.
 final class SchedulerTests: XCTestCase {
-    static let tolerance = 1e-6
+    // diffusers steps in float32, this client in double: float32 rounding over 50 DPM steps reaches 1.2e-6 on
+    // some CPUs (1e-6 failed on one CI machine); a wrong formula is off by 1e-3 or more
+    static let tolerance = 2e-6
 
     func testEveryCaseFollowsDiffusers() throws {
         let g = try GoldenVectors.shared()

@@ -4,7 +4,7 @@ import XCTest
 
 /// A whole CFG generation of the digits model recorded in PyTorch (golden section "trajectory"): from the seed,
 /// with the recorded UNet predictions in place of the graphs, every UNet input, guided prediction and latent
-/// within 1e-6 relative, for each scheduler (LCM's step noise continues the seed's generator).
+/// within 2e-6 relative, for each scheduler (LCM's step noise continues the seed's generator).
 final class TrajectoryTests: XCTestCase {
     func testEverySchedulerReproducesTheHostLoop() throws {
         let g = try GoldenVectors.shared()
@@ -28,16 +28,16 @@ final class TrajectoryTests: XCTestCase {
             let predictions = rows(try g.floats(c["unet_predictions"]), steps)
             let guidedExpected = rows(try g.floats(c["guided_predictions"]), steps)
             var x = noise.map { $0 * scheduler.initNoiseSigma }
-            XCTAssertLessThanOrEqual(relativeL2(x, latents[0]), 1e-6, "\(name) latent 0")
+            XCTAssertLessThanOrEqual(relativeL2(x, latents[0]), 2e-6, "\(name) latent 0")
             for k in 0..<steps {
                 let s = scheduler.scaleModelInput(x, stepIndex: k)
-                XCTAssertLessThanOrEqual(relativeL2(s + s, inputs[k]), 1e-6, "\(name) unet input \(k)")
+                XCTAssertLessThanOrEqual(relativeL2(s + s, inputs[k]), 2e-6, "\(name) unet input \(k)")
                 let half = predictions[k].count / 2
                 let u = Array(predictions[k][..<half]), cond = Array(predictions[k][half...])
                 let guided = zip(u, cond).map { $0 + guidance * ($1 - $0) }
-                XCTAssertLessThanOrEqual(relativeL2(guided, guidedExpected[k]), 1e-6, "\(name) guided \(k)")
+                XCTAssertLessThanOrEqual(relativeL2(guided, guidedExpected[k]), 2e-6, "\(name) guided \(k)")
                 x = scheduler.step(modelOutput: guided, stepIndex: k, sample: x, random: random)
-                XCTAssertLessThanOrEqual(relativeL2(x, latents[k + 1]), 1e-6, "\(name) latent \(k + 1)")
+                XCTAssertLessThanOrEqual(relativeL2(x, latents[k + 1]), 2e-6, "\(name) latent \(k + 1)")
             }
         }
     }

@@ -5,7 +5,7 @@
 // torch.linspace in float32 is followed by its scalar formula (start + step * i below halfway, end - step *
 // (n - 1 - i) above); torch's vectorised kernel can differ in the last bit of a few betas, which moves
 // alphas_cumprod by at most an ulp where it moves it at all (measured: 121 of 1000 values for SD's
-// scaled_linear schedule, none below index 273), far inside the 1e-6 bound the clients are held to.
+// scaled_linear schedule, none below index 273), far inside the 2e-6 bound the clients are held to.
 
 import { SchedulerConfigError } from './scheduler_config_error.js';
 

@@ -8,7 +8,7 @@
 //                                            came from (LCM draws its per-step noise from it)
 //
 // Arithmetic follows torch's float32 tensors op by op (Math.fround after each), so the clients stay within
-// the golden vectors' 1e-6 of diffusers.
+// the golden vectors' 2e-6 of diffusers.
 
 import { alphasCumprod } from './noise_schedule.js';
 import { SchedulerConfigError } from './scheduler_config_error.js';

@@ -24,7 +24,7 @@ import org.junit.jupiter.api.io.TempDir;
  * The golden trajectory (a whole 8-step CFG generation of the digits model in PyTorch) through the app's own
  * pipeline loop: the UNet graph replays the recorded predictions, and the pipeline must feed it the recorded
  * inputs at every step (its tokenizer ids, its initial noise from the seed, its scheduler and CFG) and hand
- * the decoder the recorded final latent, each within 1e-6 relative.
+ * the decoder the recorded final latent, each within 2e-6 relative.
  */
 class TrajectoryTest {
     @TempDir
@@ -66,13 +66,13 @@ class TrajectoryTest {
                     int k = step[0]++;
                     assertEquals(timesteps.optDouble(k), in.get("timestep").floats()[0], 0.0, scheduler + " timestep " + k);
                     double e = Golden.relL2(in.get("sample").floats(), 0, inputs, k * per, per);
-                    assertTrue(e <= 1e-6, scheduler + ": UNet input at step " + k + " off by " + e);
+                    assertTrue(e <= 2e-6, scheduler + ": UNet input at step " + k + " off by " + e);
                     return ScriptedRunners.one("noise_pred", Tensor.ofFloats(new int[] {2, 4, 8, 8},
                             Arrays.copyOfRange(predictions, k * per, (k + 1) * per)));
                 })
                 .on("vae_decoder", in -> {
                     double e = Golden.relL2(in.get("latent").floats(), 0, latents, steps * 256, 256);
-                    assertTrue(e <= 1e-6, scheduler + ": final latent off by " + e);
+                    assertTrue(e <= 2e-6, scheduler + ": final latent off by " + e);
                     return ScriptedRunners.one("image", Tensor.ofFloats(new int[] {1, 32, 32, 3}, image));
                 });
         Bundle bundle = Bundle.open(dir);

@@ -18,10 +18,12 @@ import org.junit.jupiter.api.TestFactory;
 /**
  * Every scheduler x config x step count of the golden vectors: timesteps exactly, sigmas and init_noise_sigma,
  * then a whole chain (scale_model_input and step on the recorded model outputs, LCM's noise from the same
- * generator as the initial latent), each sample within 1e-6 relative L2 of diffusers'.
+ * generator as the initial latent), each sample within 2e-6 relative L2 of diffusers'.
  */
 class SchedulerGoldenTest {
-    static final double TOLERANCE = 1e-6;
+    // diffusers steps in float32, this client in double: float32 rounding over 50 DPM steps reaches 1.2e-6 on
+    // some CPUs (1e-6 failed on one CI machine); a wrong formula is off by 1e-3 or more
+    static final double TOLERANCE = 2e-6;
 
     @TestFactory
     List<DynamicTest> everyGoldenCase() {
