@@ -80,10 +80,13 @@ class TorchStages(Stages):
     runtime = "torch"
 
     def __init__(self, pipe, chunks: list[tuple[int, int]] | None = None, unet_batch: int = 2,
-                 step_context=None, cfg_mode: str | None = None, decoder_vae=None):
+                 step_context=None, cfg_mode: str | None = None, decoder_vae=None, reduce_memory: bool = False):
         """``step_context``: the StepContext of a quantized UNet with simulated activation quantization (its
         chunks then take a step_index input, as the exported graphs do). ``cfg_mode`` none runs batch-1 UNet
-        calls on the prompt only. ``decoder_vae``: an AutoencoderTiny decoding in place of the pipeline's VAE."""
+        calls on the prompt only. ``decoder_vae``: an AutoencoderTiny decoding in place of the pipeline's VAE.
+        ``reduce_memory``: for one generation at SD scale: the text encoder's weights (in ``pipe`` too) are freed
+        at the first UNet call, so they are not resident beside the UNet's activations."""
+        self.reduce_memory = reduce_memory
         from mobilesd.components import TextEncoder, TinyVAEDecoder, VAEDecoder, make_unet_chunk, unet_stages
 
         self.text_encoder = TextEncoder(pipe.text_encoder).eval()
@@ -97,11 +100,21 @@ class TorchStages(Stages):
 
     @torch.no_grad()
     def encode(self, input_ids):
+        if self.text_encoder is None:
+            raise MobileSDError("this reduce-memory pipeline freed its text encoder after its first generation",
+                                "make a new pipeline for each generation, or pass reduce_memory=False")
         return self.text_encoder(torch.from_numpy(np.asarray(input_ids, np.int32))).numpy()
 
     @torch.no_grad()
     def unet(self, sample, timestep, context, on_stage=None):
         from mobilesd.components import run_unet_chunks
+
+        if self.reduce_memory and self.text_encoder is not None:   # the prompt is encoded by now
+            import gc
+
+            self.text_encoder.to("meta")
+            self.text_encoder = None
+            gc.collect()
 
         def run(i, inputs):
             out = self.chunks[i](**inputs)
@@ -206,10 +219,12 @@ class HostPipeline:
     @classmethod
     def from_diffusers(cls, pipe, chunks=None, unet_batch: int = 2, height: int | None = None,
                        width: int | None = None, step_context=None, cfg_mode: str | None = None,
-                       timestep_spacing: str | None = None, decoder_vae=None) -> "HostPipeline":
+                       timestep_spacing: str | None = None, decoder_vae=None,
+                       reduce_memory: bool = False) -> "HostPipeline":
         from mobilesd.components import latent_shape
 
-        return cls(TorchStages(pipe, chunks, unet_batch, step_context, cfg_mode, decoder_vae), pipe.tokenizer,
+        return cls(TorchStages(pipe, chunks, unet_batch, step_context, cfg_mode, decoder_vae, reduce_memory),
+                   pipe.tokenizer,
                    dict(pipe.scheduler.config), latent_shape(pipe, height, width), timestep_spacing=timestep_spacing)
 
     @classmethod

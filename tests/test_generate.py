@@ -24,6 +24,19 @@ def test_cfg_as_two_calls_and_no_guidance(tiny_pipe):
     assert np.array_equal(HostPipeline.from_diffusers(tiny_pipe).generate(PROMPT, steps=4, guidance=1.0, seed=1), ref1)
 
 
+def test_reduce_memory_frees_the_text_encoder_and_keeps_the_image(tiny_pipe, tiny_model_dir):
+    from mobilesd.errors import MobileSDError
+    from mobilesd.loading import load_pipeline
+
+    ref = HostPipeline.from_diffusers(tiny_pipe).generate(PROMPT, steps=3, guidance=7.5, seed=4)
+    own = load_pipeline(tiny_model_dir)   # its own copy: reduce_memory frees weights in place
+    hp = HostPipeline.from_diffusers(own, reduce_memory=True)
+    assert np.array_equal(hp.generate(PROMPT, steps=3, guidance=7.5, seed=4), ref)
+    assert all(p.device.type == "meta" for p in own.text_encoder.parameters())
+    with pytest.raises(MobileSDError, match="freed its text encoder"):
+        hp.generate(PROMPT, steps=1, seed=4)
+
+
 # Bundle images vs diffusers' own pipeline on the same model, seed and scheduler. Tolerance: mean absolute
 # difference of the uint8 images, in 0-255 units (fp16 weights: < 1; fp32 ONNX: < 0.1).
 @pytest.mark.parametrize("fixture,runtime,tol", [("android_bundle", "tflite", 1.0), ("onnx_bundle", "onnx", 0.1),

@@ -114,7 +114,10 @@ def _export_into(out: Path, plan, source: str, load: dict, isolate: bool, pipe) 
             peaks = dict(run.peaks)
             peaks.update({f"gpu_check[{g['name']}]": g["gpu"].get("peak_rss_bytes") or 0
                           for g in graphs if "gpu" in g and not g["gpu"].get("skipped")})
-        manifest_mod.add_results(manifest, graphs, e2e, time.perf_counter() - t_start, isolate, peaks)
+        steps = dict(run.seconds)
+        steps.update({f"gpu_check[{g['name']}]": g["gpu"]["seconds"] for g in graphs
+                      if g.get("gpu", {}).get("seconds") is not None})
+        manifest_mod.add_results(manifest, graphs, e2e, time.perf_counter() - t_start, isolate, peaks, steps)
         shutil.rmtree(work)
         return finalize_manifest(tmp, manifest)
 

@@ -78,7 +78,7 @@ def base_manifest(plan: ExportPlan, source: str, facts: dict, chunks: list) -> d
 
 
 def add_results(manifest: dict, graphs: list[dict], e2e: dict, seconds: float, isolated: bool,
-                peaks: dict | None) -> dict:
+                peaks: dict | None, step_seconds: dict | None = None) -> dict:
     manifest["graphs"] = graphs
     manifest["verification"]["end_to_end"] = e2e
     manifest["verification"]["passed"] = bool(e2e["passed"] and all(g["verification"]["passed"] for g in graphs))
@@ -86,4 +86,6 @@ def add_results(manifest: dict, graphs: list[dict], e2e: dict, seconds: float, i
     manifest["export_isolated"] = isolated
     if peaks is not None:
         manifest["export_peak_rss_bytes"] = peaks
+    if step_seconds is not None:
+        manifest["export_step_seconds"] = step_seconds
     return manifest

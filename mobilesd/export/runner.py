@@ -46,12 +46,20 @@ class TaskRunner:
     def __init__(self, isolate: bool, loaded=None, timeout_s: float = 4 * 3600.0, poll_s: float = 0.5):
         self.isolate, self.loaded, self.timeout_s, self.poll_s = isolate, loaded, timeout_s, poll_s
         self.peaks: dict[str, int] = {}   # worker -> its peak RSS (bytes), isolated runs only
+        self.seconds: dict[str, float] = {}   # step -> wall time, worker start-up included
 
     def __call__(self, fn, **kwargs) -> dict:
+        step = fn.__name__.removeprefix("task_") + (f"[{kwargs['index']}]" if "index" in kwargs else "")
+        start = time.monotonic()
+        try:
+            return self._run(fn, step, **kwargs)
+        finally:
+            self.seconds[step] = round(time.monotonic() - start, 2)
+
+    def _run(self, fn, step: str, **kwargs) -> dict:
         if not self.isolate:
             return fn(loaded=self.loaded, **kwargs)
         job = kwargs["job"]
-        step = fn.__name__.removeprefix("task_") + (f"[{kwargs['index']}]" if "index" in kwargs else "")
         tag = f"{fn.__name__}-{uuid.uuid4().hex[:8]}"
         result, log = job.work / f"{tag}.json", job.work / f"{tag}.log"
         ctx = mp.get_context("spawn")

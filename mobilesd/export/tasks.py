@@ -218,19 +218,35 @@ def load_io(job: Job, name: str) -> tuple[dict, dict]:
 
 # ---- convert + host verification ------------------------------------------------------------------------
 
+class _Clock:
+    """Wall time of a task's phases, for the manifest (where an export spends its time)."""
+
+    def __init__(self):
+        self.laps: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._t, 2)
+        self._t = now
+
+
 def task_convert(job: Job, index: int, chunks: list, loaded: Loaded | None = None) -> dict:
     """Convert graph ``index`` and run it on the host runtime against its PyTorch module."""
     from mobilesd.runtime.graphs import open_graph
 
     n = len(chunks)
     role = role_of(index, n)
+    clock = _Clock()
     if loaded is None:
         skip = {"text_encoder": ("vae",), "vae_decoder": ("text_encoder",), "unet": ("text_encoder", "vae")}[role]
         loaded = load(job, skip)
         if role == "unet":
             _drop_unused_stages(loaded.pipe, chunks[index - 1])
+        clock.lap("load")
     comp = build_component(loaded, job, index, chunks)
     ref = dict(zip(comp.output_names, (r.numpy() for r in comp.run(comp.example_inputs))))
+    clock.lap("pytorch")
     inputs = {k: v.numpy() for k, v in comp.example_inputs.items()}
     np.savez(io_file(job, comp.name), **{f"in_{k}": v for k, v in inputs.items()},
              **{f"ref_{k}": v for k, v in ref.items()})
@@ -247,6 +263,7 @@ def task_convert(job: Job, index: int, chunks: list, loaded: Loaded | None = Non
     converter = job.plan.converter()
     # the error this graph's weight quantization alone causes, simulated in PyTorch: its bound derives from it
     simulated = verify.simulated_quantization_error(comp, converter.weight_scheme(precision), ref)
+    clock.lap("simulated_quantization")
 
     faults.inject(f"convert:{index}")
     t0 = time.perf_counter()
@@ -257,12 +274,15 @@ def task_convert(job: Job, index: int, chunks: list, loaded: Loaded | None = Non
     info = graph.to_dict()
     info["meta"]["convert_seconds"] = round(convert_s, 2)
     info["meta"]["weight_bytes_fp32"] = weight_bytes
+    clock.lap("convert")
 
     sess = open_graph(job.root / graph.file, [i.name for i in graph.inputs], [o.name for o in graph.outputs])
     t0 = time.perf_counter()
     got = sess.run_named(inputs)
     run_s = time.perf_counter() - t0
     del sess
+    clock.lap("host_run")
+    info["meta"]["step_seconds"] = clock.laps
     res = verify.compare_outputs(got, ref, where=f"{graph.name} ({graph.file})")
     key = job.plan.threshold_key(precision)
     if job.opts.simulate_activations and role == "unet" and key in ("fp32", "fp16"):
@@ -302,12 +322,15 @@ def verify_settings(plan) -> dict:
 def task_reference_image(job: Job, chunks: list, loaded: Loaded | None = None) -> dict:
     from mobilesd.pipeline import HostPipeline
 
+    own_model = loaded is None
     loaded = loaded or load(job)
     step_context = loaded.quant.step_context if loaded.quant is not None else None
     hp = HostPipeline.from_diffusers(loaded.pipe, [tuple(c) for c in chunks], job.plan.unet_batch, job.opts.height,
                                      job.opts.width, step_context=step_context, cfg_mode=job.plan.cfg_mode,
                                      timestep_spacing=job.opts.timestep_spacing,
-                                     decoder_vae=tiny_vae(job, loaded.pipe))
+                                     decoder_vae=tiny_vae(job, loaded.pipe),
+                                     # a worker's own model (SD scale): the text encoder freed before the UNet runs
+                                     reduce_memory=own_model)
     path = job.work / "reference.npy"
     np.save(path, hp.generate(**verify_settings(job.plan), output="float"))
     return {"path": str(path)}
