@@ -52,21 +52,26 @@ def model_dir(cache: Path, arch: str = "sd15") -> Path:
     return path
 
 
-def tree_rss(pid: int) -> int:
+def tree_memory(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) summed over the process tree. The RSS sum counts a page shared by two processes twice (the
+    forkserver's imported libraries and its forked workers; a spawned worker and its parent map the same
+    libtorch); PSS gives each process its share, so the PSS sum is what the tree takes from the machine."""
     import psutil
 
     try:
         p = psutil.Process(pid)
         procs = [p] + p.children(recursive=True)
     except psutil.NoSuchProcess:
-        return 0
-    total = 0
+        return 0, 0
+    rss = pss = 0
     for q in procs:
         try:
-            total += q.memory_info().rss
-        except psutil.NoSuchProcess:
+            info = q.memory_full_info()
+            rss += info.rss
+            pss += info.pss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
-    return total
+    return rss, pss
 
 
 def baseline_site(ref: str, cache: Path) -> tuple[Path, str]:
@@ -87,6 +92,13 @@ def baseline_site(ref: str, cache: Path) -> tuple[Path, str]:
             subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),
                             str(wheel)], check=True)
         (site / ".done").write_text(sha)
+    if not (site / "web_app").exists():
+        # the web target's check runs LiteRT.js from web_app/ beside the package: the commit's own web app, with
+        # the working tree's installed node_modules (npm cannot reach the registry from every machine)
+        archive = subprocess.run(["git", "archive", sha, "web_app"], cwd=ROOT, check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(site)], input=archive, check=True)
+        if (ROOT / "web_app" / "node_modules").exists():
+            (site / "web_app" / "node_modules").symlink_to(ROOT / "web_app" / "node_modules")
     # run from the site folder: python puts the current folder first on sys.path (the repo's own package)
     where = subprocess.run([sys.executable, "-c", "import mobilesd; print(mobilesd.__file__)"], check=True, cwd=site,
                            capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(site))).stdout
@@ -105,14 +117,16 @@ def run_export(model: Path, out: Path, target: str, precision: str, chunks: int 
     log = out.parent / f"{out.name}.log"
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=site or ROOT, env=env)
-        peak = 0
+        peak = peak_pss = 0
         while proc.poll() is None:
-            peak = max(peak, tree_rss(proc.pid))
+            rss, pss = tree_memory(proc.pid)
+            peak, peak_pss = max(peak, rss), max(peak_pss, pss)
             time.sleep(0.5)
     seconds = time.perf_counter() - t0
     row = {"target": target, "precision": precision, "unet_chunks": chunks, "seconds": round(seconds, 1),
            "flags": list(extra),
-           "peak_rss_gb": round(peak / 1e9, 2), "returncode": proc.returncode, "log": str(log)}
+           "peak_rss_gb": round(peak / 1e9, 2),
+           "peak_pss_gb": round(peak_pss / 1e9, 2), "returncode": proc.returncode, "log": str(log)}
     if proc.returncode != 0:
         row["error"] = "\n".join(log.read_text().splitlines()[-15:])
         return row
@@ -188,30 +202,39 @@ def main() -> int:
             row.update(arch=c["arch"], preset=c["preset"], code=code if args.baseline else None, verify_steps=steps)
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "graphs"}), flush=True)
+            # the rows so far, so that an interrupted run keeps what it measured
+            partial = Path(args.json + ".partial")
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(json.dumps({"partial": True, "baseline": baseline_sha, "rows": rows}, indent=2))
             if not args.keep:
                 shutil.rmtree(out, ignore_errors=True)
     for r in rows:
         if r.get("phase_peak_rss_gb"):
             print(f"{row_label(r)}: peak RSS per step (GB): "
                   + ", ".join(f"{k} {v}" for k, v in r["phase_peak_rss_gb"].items()))
-    lines = [f"{'configuration':<52}{'time s':>8}{'peak RSS GB':>13}{'bundle MB':>11}{'max rel.L2':>12}{'GPU':>6}"
+    lines = [f"{'configuration':<52}{'time s':>8}{'peak RSS GB':>13}{'peak PSS GB':>13}{'bundle MB':>11}"
+             f"{'max rel.L2':>12}{'GPU':>6}"
              f"{'img MAE':>10}"]
-    md = ["| configuration | export time (s) | peak RSS (GB) | step with the peak | bundle (MB) | largest graph (MB) "
-          "| max graph rel. L2 | all graphs fully on GPU | end-to-end image MAE (PSNR) |", "|" + "---|" * 9]
+    md = ["| configuration | export time (s) | peak RSS (GB) | peak PSS (GB) | step with the peak | bundle (MB) "
+          "| largest graph (MB) "
+          "| max graph rel. L2 | all graphs fully on GPU | end-to-end image MAE (PSNR) |", "|" + "---|" * 10]
     for r in rows:
         label = row_label(r)
         if r["returncode"] != 0:
             lines.append(f"{label:<52}  FAILED: {r['error'][-200:]}")
-            md.append(f"| {label} | failed after {r['seconds']:.0f} | {r['peak_rss_gb']} | | | | | | |")
+            md.append(f"| {label} | failed after {r['seconds']:.0f} | {r['peak_rss_gb']} | {r.get('peak_pss_gb', '')} "
+                      "| | | | | | |")
             continue
         g = r["graphs"]
         worst = max(v["rel_l2"] for v in g.values())
         gpu = "-" if r["target"] not in ("android", "web") else (
             "yes" if all(v["gpu_full"] for v in g.values()) else "NO")
         e2e = r["end_to_end"]
-        lines.append(f"{label:<52}{r['seconds']:>8.0f}{r['peak_rss_gb']:>13.2f}{r['bundle_mb']:>11.0f}{worst:>12.2e}"
+        lines.append(f"{label:<52}{r['seconds']:>8.0f}{r['peak_rss_gb']:>13.2f}{r['peak_pss_gb']:>13.2f}"
+                     f"{r['bundle_mb']:>11.0f}{worst:>12.2e}"
                      f"{gpu:>6}{e2e['mean_abs']:>10.2e}")
-        md.append(f"| {label} | {r['seconds']:.0f} | {r['peak_rss_gb']:.2f} | {r.get('peak_phase', '')} | "
+        md.append(f"| {label} | {r['seconds']:.0f} | {r['peak_rss_gb']:.2f} | {r['peak_pss_gb']:.2f} | "
+                  f"{r.get('peak_phase', '')} | "
                   f"{r['bundle_mb']:.0f} | {max(v['mb'] for v in g.values()):.0f} | {worst:.2e} | {gpu} | "
                   f"{e2e['mean_abs']:.2e} ({e2e['psnr_db']:.0f} dB) |")
     print("\n".join(lines))
@@ -221,11 +244,13 @@ def main() -> int:
               "baseline": baseline_sha, "verify_steps": args.verify_steps, "rows": rows}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2))
+    Path(args.json + ".partial").unlink(missing_ok=True)
     Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
     Path(args.markdown).write_text(
         "# Export at full SD scale (random weights)\n\n"
         f"Written by `benchmarks/export_sd15.py {' '.join(sys.argv[1:])}` on this machine ({os.cpu_count()} cores, "
-        "CPU only). Peak RSS over the whole process tree (workers and GPU-check processes included). End-to-end "
+        "CPU only). Peak RSS and peak PSS, each summed over the whole process tree (workers, the forkserver and "
+        "GPU-check processes included; the RSS sum counts shared pages once per process). End-to-end "
         "check: DPM steps (2; Turbo preset: 1, no CFG) at the model's native size, PyTorch vs "
         "the bundle's graphs.\n\n" + "\n".join(md) + "\n")
     print(f"wrote {args.json} and {args.markdown}")

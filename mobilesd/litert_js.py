@@ -11,7 +11,7 @@ run fully on WebGPU fails the check unless WASM is allowed (``--allow-cpu-fallba
 Here WebGPU is Chromium's software adapter (SwiftShader: ``--enable-unsafe-webgpu --enable-unsafe-swiftshader
 --use-webgpu-adapter=swiftshader``, ../shared/PROBES.md): op coverage and numerics are real, timings are not
 a GPU's. Browser start-up is the slow part (seconds), so all graphs of a bundle are checked in one session
-(``check_graphs``); ``BrowserSession`` is also what `mobilesd app web` drives the page with.
+(``check_graphs``), each on a page of its own; ``BrowserSession`` is also what `mobilesd app web` drives the page with.
 
 The hook for the exporter, per graph of a ``--target web`` export, after conversion::
 
@@ -200,16 +200,20 @@ def check_graphs(graphs: list[GraphToCheck], allow_wasm: bool, precision: str = 
         else:
             for k, v in mounts.items():
                 session.server.mount(k, v)
-        page = None
+        results = {}
         try:
-            page = session.open("check.html")
-            adapter = page.evaluate("() => window.adapterInfo()")
-            version = page.evaluate("() => navigator.userAgent")
-            return {g.name: _check_one(page, session, g, i, allow_wasm, threshold, adapter, version)
-                    for i, g in enumerate(graphs)}
+            for i, g in enumerate(graphs):
+                # a page of its own for each graph: a wasm heap only grows, so SD-scale graphs checked one after
+                # another in one page run out of it, and a graph that aborts the module breaks every later one
+                page = session.open("check.html")
+                try:
+                    adapter = page.evaluate("() => window.adapterInfo()")
+                    version = page.evaluate("() => navigator.userAgent")
+                    results[g.name] = _check_one(page, session, g, i, allow_wasm, threshold, adapter, version)
+                finally:
+                    page.close()
+            return results
         finally:
-            if page is not None and not own:
-                page.close()
             if own:
                 session.__exit__(None, None, None)
     finally:

@@ -84,9 +84,14 @@ class TorchStages(Stages):
         """``step_context``: the StepContext of a quantized UNet with simulated activation quantization (its
         chunks then take a step_index input, as the exported graphs do). ``cfg_mode`` none runs batch-1 UNet
         calls on the prompt only. ``decoder_vae``: an AutoencoderTiny decoding in place of the pipeline's VAE.
-        ``reduce_memory``: for one generation at SD scale: the text encoder's weights (in ``pipe`` too) are freed
-        at the first UNet call, so they are not resident beside the UNet's activations."""
+        ``reduce_memory``: for one generation at SD scale, weights (in ``pipe`` too) are freed as soon as they
+        are done with: the VAE's encoder at once (never used here), the text encoder at the first UNet call and
+        the UNet at the decode, so that each stage runs with only its own weights beside its activations."""
         self.reduce_memory = reduce_memory
+        self._unet_module = pipe.unet if reduce_memory else None
+        if reduce_memory:
+            _free(pipe.vae.encoder, getattr(pipe.vae, "quant_conv", None),
+                  *([pipe.vae.decoder, pipe.vae.post_quant_conv] if decoder_vae is not None else []))
         from mobilesd.components import TextEncoder, TinyVAEDecoder, VAEDecoder, make_unet_chunk, unet_stages
 
         self.text_encoder = TextEncoder(pipe.text_encoder).eval()
@@ -110,11 +115,8 @@ class TorchStages(Stages):
         from mobilesd.components import run_unet_chunks
 
         if self.reduce_memory and self.text_encoder is not None:   # the prompt is encoded by now
-            import gc
-
-            self.text_encoder.to("meta")
+            _free(self.text_encoder)
             self.text_encoder = None
-            gc.collect()
 
         def run(i, inputs):
             out = self.chunks[i](**inputs)
@@ -128,7 +130,20 @@ class TorchStages(Stages):
 
     @torch.no_grad()
     def decode(self, latent):
+        if self._unet_module is not None:   # the last step is done: the decoder runs without the UNet's weights
+            _free(self._unet_module)
+            self._unet_module, self.chunks = None, None
         return self.decoder(torch.from_numpy(latent)).numpy()
+
+
+def _free(*modules) -> None:
+    """Free modules' weights in place (parameters and buffers to the meta device), for reduce_memory."""
+    import gc
+
+    for m in modules:
+        if m is not None:
+            m.to("meta")
+    gc.collect()
 
 
 def _step_kwargs(scheduler, generator) -> dict:
@@ -176,7 +191,7 @@ class GraphStages(Stages):
 
         g = self.graph_specs[name]
         return open_graph(self.bundle.path(g["file"]), [i["name"] for i in g["inputs"]],
-                          [o["name"] for o in g["outputs"]], self.threads)
+                          [o["name"] for o in g["outputs"]], self.threads, low_memory=self.low_memory)
 
     def _run(self, name, inputs):
         sess = self.sessions.get(name) or self._open(name)

@@ -24,7 +24,7 @@ def test_cfg_as_two_calls_and_no_guidance(tiny_pipe):
     assert np.array_equal(HostPipeline.from_diffusers(tiny_pipe).generate(PROMPT, steps=4, guidance=1.0, seed=1), ref1)
 
 
-def test_reduce_memory_frees_the_text_encoder_and_keeps_the_image(tiny_pipe, tiny_model_dir):
+def test_reduce_memory_frees_finished_stages_and_keeps_the_image(tiny_pipe, tiny_model_dir):
     from mobilesd.errors import MobileSDError
     from mobilesd.loading import load_pipeline
 
@@ -32,7 +32,9 @@ def test_reduce_memory_frees_the_text_encoder_and_keeps_the_image(tiny_pipe, tin
     own = load_pipeline(tiny_model_dir)   # its own copy: reduce_memory frees weights in place
     hp = HostPipeline.from_diffusers(own, reduce_memory=True)
     assert np.array_equal(hp.generate(PROMPT, steps=3, guidance=7.5, seed=4), ref)
-    assert all(p.device.type == "meta" for p in own.text_encoder.parameters())
+    for freed in (own.text_encoder, own.unet, own.vae.encoder):
+        assert all(p.device.type == "meta" for p in freed.parameters())
+    assert all(p.device.type == "cpu" for p in own.vae.decoder.parameters())   # the last stage keeps its own
     with pytest.raises(MobileSDError, match="freed its text encoder"):
         hp.generate(PROMPT, steps=1, seed=4)
 
@@ -70,3 +72,22 @@ def test_generate_bad_requests(android_bundle, tmp_path, capsys):
     assert main(["generate", "--bundle", str(android_bundle.root), "--prompt", "x", "--runtime", "onnx"]) == 2
     assert "cannot run on --runtime onnx" in capsys.readouterr().err
     assert main(["generate", "--bundle", str(android_bundle.root), "--prompt", "x", "--steps", "0"]) == 2
+
+
+def test_low_memory_graph_stages_give_the_same_image(onnx_bundle):
+    """The export's verification run at SD scale: one graph open at a time and, on onnxruntime, no memory
+    arena. Same graphs, so the same image as with every session kept open."""
+    from mobilesd.bundle import Bundle
+    from mobilesd.pipeline import GraphStages
+    from mobilesd.runtime.graphs import OnnxSession
+
+    default = HostPipeline.from_bundle(onnx_bundle.root, runtime="onnx")
+    low = GraphStages(Bundle(onnx_bundle.root, onnx_bundle.manifest), low_memory=True)
+    assert low.sessions == {}
+    sess = low._open("vae_decoder")
+    assert isinstance(sess, OnnxSession)
+    assert not sess.session.get_session_options().enable_cpu_mem_arena
+    hp = HostPipeline(low, default.tokenizer, default.scheduler_config, default.latent_shape,
+                      default.default_scheduler, timestep_spacing=default.timestep_spacing)
+    assert np.array_equal(hp.generate(PROMPT, steps=3, guidance=7.5, seed=6),
+                          default.generate(PROMPT, steps=3, guidance=7.5, seed=6))

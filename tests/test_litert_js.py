@@ -69,8 +69,15 @@ def default_pipe():
     return load_pipeline(default_model_path())
 
 
-def test_every_graph_runs_on_webgpu_in_fp32_and_fp16(browser, default_pipe, tmp_path_factory):
-    bundle = export_bundle("default", tmp_path_factory)
+@pytest.fixture(scope="module")
+def default_web_bundle(tmp_path_factory):
+    """Exported before ``browser`` starts (listed first): the export runs its own Playwright session, which
+    cannot start inside a running one (found running this test alone, when no earlier test had exported it)."""
+    return export_bundle("default", tmp_path_factory)
+
+
+def test_every_graph_runs_on_webgpu_in_fp32_and_fp16(default_web_bundle, browser, default_pipe):
+    bundle = default_web_bundle
     # a web export records its own LiteRT.js check in the manifest: test that; without one, run the check here
     recorded = {g["name"]: g["litert_js"] for g in bundle.manifest["graphs"] if "litert_js" in g}
     results = recorded if len(recorded) == len(bundle.manifest["graphs"]) else check_graphs(

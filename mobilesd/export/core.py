@@ -6,7 +6,7 @@ bundle's image with the PyTorch pipeline's. Results go into the manifest; any fa
 leaves no bundle (and the previous one where it was).
 
 Memory: converting a graph costs litert-torch several times the graph's weights. For SD-scale models every
-heavy step runs in its own spawned worker process (mobilesd.export.runner) that loads only the part of the
+heavy step runs in its own worker process (mobilesd.export.runner) that loads only the part of the
 model it needs; small models run the same task functions in-process.
 """
 

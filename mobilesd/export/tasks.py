@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Job:
-    """What every task needs to find the model and the work folders (picklable for spawn)."""
+    """What every task needs to find the model and the work folders (picklable: it goes to a worker process)."""
 
     source: str
     load: dict

@@ -45,13 +45,17 @@ class TFLiteSession(GraphSession):
 
 class OnnxSession(GraphSession):
     def __init__(self, path: str | Path, input_names: list[str], output_names: list[str],
-                 threads: int | None = None):
+                 threads: int | None = None, low_memory: bool = False):
+        """``low_memory``: no CPU memory arena, so each tensor is allocated at its size and freed when done
+        (the arena grows by powers of two and keeps its peak until the session closes)."""
         import onnxruntime as ort
 
         self.path = Path(path)
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
+        if low_memory:
+            opts.enable_cpu_mem_arena = False
         opts.log_severity_level = 3
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         graph_inputs = [i.name for i in self.session.get_inputs()]
@@ -68,12 +72,14 @@ class OnnxSession(GraphSession):
 
 
 def open_graph(path: str | Path, input_names: list[str], output_names: list[str],
-               threads: int | None = None) -> GraphSession:
+               threads: int | None = None, low_memory: bool = False) -> GraphSession:
+    """``low_memory``: a session for one call on an SD-scale graph, allocating no more than it uses
+    (onnxruntime: no memory arena; the other runtimes have no such setting)."""
     path = Path(path)
     if path.suffix == ".tflite":
         return TFLiteSession(path, input_names, output_names, threads)
     if path.suffix == ".onnx":
-        return OnnxSession(path, input_names, output_names, threads)
+        return OnnxSession(path, input_names, output_names, threads, low_memory)
     if path.suffix == ".mlpackage":  # Core ML: its MIL program, interpreted op by op (mobilesd.runtime.mil)
         from mobilesd.runtime.mil import MILSession
 
